@@ -1,0 +1,83 @@
+"""What a Shap-CAM explanation returns, and how to show it."""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ShapCAMResult:
+    """A Shap-CAM map with its uncertainty.
+
+    phi, stderr: (hb, wb) signed Shapley values of the cells (or blocks of cells) and
+        their standard errors, in units of the value (probability or logit).
+    cells: (h, w) of the layer's activation; block_size cells per block side.
+    v_full, v_empty: value of the intact activation and of the all-baseline one;
+        phi.sum() == v_full - v_empty.
+    n_orderings, n_evaluations: orderings walked (0 when exact) and value evaluations.
+    input_size: (H, W) of the network input, the size ``upsample`` returns by default.
+    """
+
+    phi: np.ndarray
+    stderr: np.ndarray
+    v_full: float
+    v_empty: float
+    target: int
+    layer: str
+    value: str
+    baseline: str
+    method: str
+    n_orderings: int
+    n_evaluations: int
+    seed: int
+    block_size: int
+    cells: tuple[int, int]
+    input_size: tuple[int, int]
+    path: str
+    seconds: float
+
+    def cell_map(self) -> np.ndarray:
+        """(h, w) map: each cell carries the value of its block."""
+        b = self.block_size
+        h, w = self.cells
+        return np.kron(self.phi, np.ones((b, b)))[:h, :w]
+
+    def upsample(self, size: tuple[int, int] | None = None, *, relu: bool = False) -> np.ndarray:
+        """The map resized bilinearly to ``size`` (H, W; default: the input size).
+
+        relu: keep only positive evidence (a display choice; phi stays signed).
+        """
+        grid = torch.from_numpy(self.cell_map())[None, None]
+        resized = F.interpolate(grid, size=size or self.input_size, mode="bilinear",
+                                align_corners=False)[0, 0].numpy()
+        return np.maximum(resized, 0) if relu else resized
+
+    def overlay(self, image, ax=None, *, signed: bool = True, alpha: float = 0.5):
+        """Draw the map over ``image`` (H x W x 3 array or PIL image) on a matplotlib axis.
+
+        signed: diverging colours centred on zero (red adds to the score, blue takes
+        away); otherwise positive evidence only, on the "jet" colour map.
+        """
+        import matplotlib.pyplot as plt
+
+        picture = np.asarray(image)
+        heat = self.upsample(picture.shape[:2], relu=not signed)
+        ax = ax if ax is not None else plt.gca()
+        ax.imshow(picture)
+        limit = float(np.abs(heat).max()) or 1.0
+        if signed:
+            shown = ax.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha)
+        else:
+            shown = ax.imshow(heat, cmap="jet", vmin=0, vmax=limit, alpha=alpha)
+        ax.set_axis_off()
+        return shown
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; phi and stderr as nested lists (rows of numbers)."""
+        record = asdict(self)
+        record["phi"] = self.phi.tolist()
+        record["stderr"] = [[None if np.isnan(x) else x for x in row] for row in self.stderr.tolist()]
+        record["cells"], record["input_size"] = list(self.cells), list(self.input_size)
+        return record
