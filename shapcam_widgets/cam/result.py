@@ -50,8 +50,9 @@ class ShapCAMResult:
         relu: keep only positive evidence (a display choice; phi stays signed).
         """
         grid = torch.from_numpy(self.cell_map())[None, None]
-        resized = F.interpolate(grid, size=size or self.input_size, mode="bilinear",
-                                align_corners=False)[0, 0].numpy()
+        resized = F.interpolate(
+            grid, size=size or self.input_size, mode="bilinear", align_corners=False
+        )[0, 0].numpy()
         return np.maximum(resized, 0) if relu else resized
 
     def overlay(self, image, ax=None, *, signed: bool = True, alpha: float = 0.5):
@@ -78,6 +79,8 @@ class ShapCAMResult:
         """A JSON-ready dict; phi and stderr as nested lists (rows of numbers)."""
         record = asdict(self)
         record["phi"] = self.phi.tolist()
-        record["stderr"] = [[None if np.isnan(x) else x for x in row] for row in self.stderr.tolist()]
+        record["stderr"] = [
+            [None if np.isnan(x) else x for x in row] for row in self.stderr.tolist()
+        ]
         record["cells"], record["input_size"] = list(self.cells), list(self.input_size)
         return record

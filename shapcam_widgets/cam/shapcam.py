@@ -16,7 +16,7 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of extra memory per batch of coalitio
 
 
 def choose_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" means CUDA when present, else the CPU."""
+    """ "auto" means CUDA when present, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -61,8 +61,12 @@ class ShapCAM:
     def game(self, inputs: torch.Tensor, target: int | None = None) -> LayerGame:
         """The cooperative game for one image (1 x 3 x H x W or 3 x H x W)."""
         return LayerGame(
-            self.network, self._image(inputs), target,
-            value=self.value, baseline=self.baseline, block_size=self.block_size,
+            self.network,
+            self._image(inputs),
+            target,
+            value=self.value,
+            baseline=self.baseline,
+            block_size=self.block_size,
         )
 
     def attribute(
@@ -92,15 +96,22 @@ class ShapCAM:
         if exact:
             if game.n_players > MAX_EXACT_PLAYERS:
                 raise ShapCAMError(
-                    f"exact Shapley values need at most {MAX_EXACT_PLAYERS} players; this layer has "
-                    f"{game.n_players} ({game.blocks[0]}x{game.blocks[1]}): sample instead, or "
+                    f"exact Shapley values need at most {MAX_EXACT_PLAYERS} players; this layer "
+                    f"has {game.n_players} ({game.blocks[0]}x{game.blocks[1]}): sample instead, or "
                     "choose a block_size that leaves at most 20 blocks"
                 )
-            estimate = exact_shapley(game, game.n_players, batch_size=batch_size,
-                                     device=self.device)
+            estimate = exact_shapley(
+                game, game.n_players, batch_size=batch_size, device=self.device
+            )
         else:
-            sampler = PermutationSampler(game, game.n_players, antithetic=antithetic, seed=seed,
-                                         batch_size=batch_size, device=self.device)
+            sampler = PermutationSampler(
+                game,
+                game.n_players,
+                antithetic=antithetic,
+                seed=seed,
+                batch_size=batch_size,
+                device=self.device,
+            )
             estimate = sampler.run(n_samples, tol=tol, progress=progress)
         return self.result(game, estimate, seed=seed, seconds=time.perf_counter() - started)
 
@@ -109,11 +120,21 @@ class ShapCAM:
         return ShapCAMResult(
             phi=estimate.values.reshape(game.blocks).numpy(),
             stderr=estimate.stderr.reshape(game.blocks).numpy(),
-            v_full=estimate.v_full, v_empty=estimate.v_empty, target=game.target,
-            layer=self.layer, value=self.value, baseline=self.baseline, method=estimate.method,
-            n_orderings=estimate.n_orderings, n_evaluations=estimate.n_evaluations, seed=seed,
-            block_size=self.block_size, cells=game.cells,
-            input_size=tuple(game.input_size), path=self.network.path, seconds=seconds,
+            v_full=estimate.v_full,
+            v_empty=estimate.v_empty,
+            target=game.target,
+            layer=self.layer,
+            value=self.value,
+            baseline=self.baseline,
+            method=estimate.method,
+            n_orderings=estimate.n_orderings,
+            n_evaluations=estimate.n_evaluations,
+            seed=seed,
+            block_size=self.block_size,
+            cells=game.cells,
+            input_size=tuple(game.input_size),
+            path=self.network.path,
+            seconds=seconds,
         )
 
     def batch_size(self, game: LayerGame) -> int:

@@ -46,9 +46,7 @@ def exact_shapley(
 
     # weight[s] = s! (n - s - 1)! / n! for a coalition of size s not containing i
     sizes = torch.arange(n_players, dtype=torch.float64)
-    log_w = (
-        torch.lgamma(sizes + 1) + torch.lgamma(n_players - sizes) - math.lgamma(n_players + 1)
-    )
+    log_w = torch.lgamma(sizes + 1) + torch.lgamma(n_players - sizes) - math.lgamma(n_players + 1)
     weight = torch.exp(log_w)
     all_idx = torch.arange(n_coalitions)
     popcount = coalition_masks(all_idx, n_players).sum(dim=1)

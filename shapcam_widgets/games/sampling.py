@@ -102,9 +102,13 @@ class PermutationSampler:
         # coalition after the first t players of each ordering, t = 1 .. n-1
         steps = positions[1:]
         masks = (rank[:, None, :] < steps[None, :, None]).reshape(-1, n)
-        inner = torch.cat(
-            [self.value_fn(chunk).double().cpu() for chunk in masks.split(self.batch_size)]
-        ) if len(masks) else torch.empty(0, dtype=torch.float64)
+        inner = (
+            torch.cat(
+                [self.value_fn(chunk).double().cpu() for chunk in masks.split(self.batch_size)]
+            )
+            if len(masks)
+            else torch.empty(0, dtype=torch.float64)
+        )
         self.n_evaluations += len(masks)
         chain = torch.cat(
             [
@@ -166,7 +170,11 @@ def sample_shapley(
     Costs about n_orderings * (n - 1) + 2 evaluations. See ``PermutationSampler``.
     """
     sampler = PermutationSampler(
-        value_fn, n_players, antithetic=antithetic, seed=seed, batch_size=batch_size,
+        value_fn,
+        n_players,
+        antithetic=antithetic,
+        seed=seed,
+        batch_size=batch_size,
         device=device,
     )
     return sampler.run(n_orderings, tol=tol, progress=progress)
