@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms.functional import gaussian_blur
 
 from ..errors import ShapCAMError
-from .layers import SplitNetwork
+from .layers import SplitNetwork, describe_layers
 
 VALUES = ("prob", "logit")
 BASELINES = ("zero", "mean", "blur")
@@ -50,8 +50,8 @@ class LayerGame:
             if not (isinstance(activation, torch.Tensor) and activation.dim() == 4):
                 shape = tuple(getattr(activation, "shape", ()))
                 raise ShapCAMError(
-                    f"layer {network.layer!r} outputs shape {shape}, not N x C x h x w: "
-                    "choose a spatial layer (see spatial_layers(model))"
+                    f"layer {network.layer!r} outputs shape {shape}, not N x C x h x w. "
+                    + describe_layers(network.model, max(image.shape[-2:]))
                 )
             self.activation = activation
             self.baseline = self._baseline(image, baseline)

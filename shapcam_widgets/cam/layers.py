@@ -11,7 +11,7 @@ from ..errors import ShapCAMError
 
 
 def spatial_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> dict:
-    """Names of the modules whose output is N x C x h x w, mapped to (C, h, w).
+    """Names of the modules whose output is N x C x h x w with h * w > 1, mapped to (C, h, w).
 
     Measured with one forward pass of a zero image of ``input_size`` pixels, in the
     order the modules run. The model's own module (name "") is left out.
@@ -34,7 +34,12 @@ def spatial_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) ->
 
 def _shape_recorder(name: str, shapes: dict) -> Callable:
     def record(_module, _inputs, output):
-        if isinstance(output, torch.Tensor) and output.dim() == 4 and name not in shapes:
+        if (
+            isinstance(output, torch.Tensor)
+            and output.dim() == 4
+            and output.shape[2] * output.shape[3] > 1
+            and name not in shapes
+        ):
             shapes[name] = tuple(output.shape[1:])
 
     return record
@@ -48,15 +53,19 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
             raise ShapCAMError("the layer module given is not a submodule of the model")
         return names[layer]
     if layer not in names.values():
-        raise ShapCAMError(
-            f"unknown layer {layer!r}. Spatial layers (name: C x h x w at 224 px): "
-            + _describe(spatial_layers(model))
-        )
+        raise ShapCAMError(f"unknown layer {layer!r}. {describe_layers(model)}")
     return layer
 
 
-def _describe(shapes: dict) -> str:
-    return ", ".join(f"{name}: {c}x{h}x{w}" for name, (c, h, w) in shapes.items())
+def describe_layers(model: nn.Module, input_size: int = 224) -> str:
+    """A sentence listing the model's outer spatial layers (at most one dot in the name)."""
+    shapes = spatial_layers(model, input_size)
+    outer = {name: shape for name, shape in shapes.items() if name.count(".") <= 1}
+    listed = ", ".join(f"{name} ({c}x{h}x{w})" for name, (c, h, w) in outer.items())
+    hidden = len(shapes) - len(outer)
+    return f"Spatial layers (C x h x w at {input_size} px): {listed}" + (
+        f"; and {hidden} nested ones, see spatial_layers(model)" if hidden else ""
+    )
 
 
 def _tracer_kwargs() -> dict:

@@ -26,8 +26,8 @@ class PermutationSampler:
     n_players: n.
     antithetic: walk each random ordering together with its reverse; the pair's mean
         marginals form one sample of the standard error.
-    seed: seeds a CPU ``torch.Generator``; the same seed gives bit-identical results on
-        the CPU, whatever the batch size.
+    seed: seeds a CPU ``torch.Generator``: the same seed and settings give bit-identical
+        results on the CPU; another batch size changes only the rounding.
     batch_size: at most this many coalitions per call of ``value_fn`` (the memory bound).
     device: where the coalition masks are built.
     """
