@@ -1,4 +1,4 @@
-"""The ``shapcam`` command line: ``shapcam explain IMAGE --out overlay.png``."""
+"""The ``shapcam`` command line: ``shapcam explain IMAGE``, ``shapcam evaluate``."""
 
 import argparse
 import json
@@ -6,6 +6,7 @@ import sys
 import time
 
 from .errors import ShapCAMError
+from .evaluation.cli import add_evaluate_parser, run_evaluate
 
 USAGE_ERROR = 2
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--value", choices=["prob", "logit"], default="prob")
     explain.add_argument("--baseline", choices=["zero", "mean", "blur"], default="zero")
     explain.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    add_evaluate_parser(commands)
     return parser
 
 
@@ -104,6 +106,8 @@ def explain(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "evaluate":
+            return run_evaluate(args)
         record = explain(args)
     except ShapCAMError as error:
         print(f"shapcam: error: {error}", file=sys.stderr)

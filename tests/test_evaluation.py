@@ -1,0 +1,403 @@
+"""Evaluation: data reader, metrics (cross-checked with pytorch-grad-cam), methods,
+runner (records, resume), and 2-process gloo sharding. Tiny models keep it fast."""
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+from torch import nn
+
+from shapcam_widgets import ShapCAM, ShapCAMError
+from shapcam_widgets.evaluation import EvaluationConfig, ImageNetLOC, evaluate, make_method, metrics
+from shapcam_widgets.evaluation.data import ENV_VAR
+from shapcam_widgets.evaluation.methods import parse_methods
+from shapcam_widgets.evaluation.runner import records_path
+from shapcam_widgets.models import Preprocess
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-val-subset"
+N_CLASSES = 10
+SIZE = 32
+ALL_METHODS = ("shapcam", "cam", "gradcam", "gradcampp", "scorecam", "layercam", "center", "random")
+
+
+class TinyNet(nn.Module):
+    """conv stem -> "stage" (16 x 8 x 8 at 32 px) -> 1x1 head + ReLU -> GAP -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.stage = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(16, 24, 1)
+        self.act = nn.ReLU()
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(24, N_CLASSES)
+
+    def forward(self, x):
+        x = self.act(self.head(self.stage(self.stem(x))))
+        return self.classifier(self.global_pool(x).flatten(1))
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(4)
+    return model
+
+
+def make_loc(root: Path, n: int = 6, size=(48, 40)) -> Path:
+    """A tiny ImageNet LOC folder: n images (the 3rd corrupt, the 4th missing) and one
+    malformed CSV row after them."""
+    (root / "val").mkdir(parents=True)
+    synsets = [f"n{index:08d}" for index in range(N_CLASSES)]
+    (root / "LOC_synset_mapping.txt").write_text(
+        "".join(f"{s} class number {i}\n" for i, s in enumerate(synsets))
+    )
+    rng = np.random.default_rng(0)
+    rows = ["ImageId,PredictionString"]
+    for i in range(n):
+        image_id = f"ILSVRC2012_val_{i + 1:08d}"
+        width, height = size
+        label = synsets[i % N_CLASSES]
+        boxes = f"{label} 10 8 30 36" + (f" {label} 0 0 12 10" if i == 0 else "")
+        rows.append(f"{image_id},{boxes}")
+        path = root / "val" / f"{image_id}.JPEG"
+        if i == 2:
+            path.write_bytes(b"not a jpeg at all")
+        elif i != 3:
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path, quality=95)
+    rows.append("ILSVRC2012_val_99999999,n00000001 1 2 3")
+    (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_reader_on_synthetic_folder(tmp_path, monkeypatch):
+    root = make_loc(tmp_path / "loc")
+    data = ImageNetLOC(root)
+    assert [s.image_id for s in data][:2] == ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"]
+    assert len(data) == 6 and len(data.invalid) == 1
+    assert data.samples[1].label == 1 and data.samples[1].synset == "n00000001"
+    assert data.samples[0].boxes == ((10, 8, 30, 36), (0, 0, 12, 10))
+    assert data.load(data.samples[0]).size == (48, 40)
+    with pytest.raises(ShapCAMError, match="cannot decode"):
+        data.load(data.samples[2])
+    with pytest.raises(ShapCAMError, match="missing"):
+        data.load(data.samples[3])
+    assert [s.image_id for s in ImageNetLOC(root, limit=2)] == [
+        "ILSVRC2012_val_00000001",
+        "ILSVRC2012_val_00000002",
+    ]
+    monkeypatch.setenv(ENV_VAR, str(root))
+    assert ImageNetLOC(limit=1).root == root
+    with pytest.raises(ShapCAMError, match="does not exist"):
+        ImageNetLOC(tmp_path / "nowhere")
+
+
+def test_reader_kaggle_layout(tmp_path):
+    root = make_loc(tmp_path / "loc")
+    kaggle = root / "ILSVRC" / "Data" / "CLS-LOC"
+    kaggle.mkdir(parents=True)
+    (root / "val").rename(kaggle / "val")
+    data = ImageNetLOC(root)
+    assert data.load(data.samples[0]).size == (48, 40)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared ImageNet subset not present")
+def test_reader_on_shared_subset():
+    data = ImageNetLOC(SHARED)
+    assert len(data) == 1000 and not data.invalid
+    assert sum(len(s.boxes) for s in data) == 1500
+    first = data.samples[0]
+    assert first.image_id == "ILSVRC2012_val_00000347" and len(first.boxes) == 8
+    assert data.synsets[first.label] == first.synset == "n02951358"
+    assert data.load(first).size == (227, 227)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_confidence_change_equals_pytorch_grad_cam():
+    from pytorch_grad_cam.metrics.cam_mult_image import (
+        CamMultImageConfidenceChange,
+        DropInConfidence,
+        IncreaseInConfidence,
+    )
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model = tiny_model()
+    rng = np.random.default_rng(1)
+    gradcam = make_method("gradcam", model, "stage", input_size=SIZE)
+    increases = set()
+    for trial in range(12):
+        x = torch.from_numpy(rng.normal(size=(1, 3, SIZE, SIZE)).astype(np.float32))
+        target = trial % N_CLASSES
+        raw = gradcam(x, target, 0) if trial % 2 else rng.normal(size=(SIZE, SIZE))
+        saliency = metrics.scale_map(raw)
+        y, o = metrics.confidence_change(model, x, saliency, target)
+        args = (x, saliency[None], [ClassifierOutputSoftmaxTarget(target)], model)
+        diff = CamMultImageConfidenceChange()(*args)[0]
+        drop = DropInConfidence()(*args)[0]
+        up = IncreaseInConfidence()(*args)[0]
+        assert abs((o - y) - diff) < 1e-6
+        assert abs(metrics.average_drop(y, o) / 100 * y - drop) < 1e-6
+        assert metrics.increase(y, o) / 100 == up
+        increases.add(float(up))
+    assert increases == {0.0, 1.0}
+
+
+def test_confidence_change_equals_pytorch_grad_cam_on_lite0():
+    """The same check on EfficientNet-Lite0, a real photo and real Grad-CAM maps."""
+    from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    from skimage import data as photos
+
+    from shapcam_widgets import load_model
+
+    model, preprocess = load_model("efficientnet_lite0")
+    x = preprocess(photos.chelsea())
+    target = int(model(x).argmax())
+    for name in ("gradcam", "center"):
+        saliency = metrics.scale_map(make_method(name, model, "blocks.6")(x, target, 0))
+        y, o = metrics.confidence_change(model, x, saliency, target)
+        args = (x, saliency[None], [ClassifierOutputSoftmaxTarget(target)], model)
+        assert abs(metrics.average_drop(y, o) / 100 * y - DropInConfidence()(*args)[0]) < 1e-6
+        assert metrics.increase(y, o) / 100 == IncreaseInConfidence()(*args)[0]
+
+
+class LeftHalfModel(nn.Module):
+    """p(class 0) = mean of the input over its left half (inputs in [0, 1])."""
+
+    def forward(self, x):
+        p = x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3)).clamp(1e-7, 1 - 1e-7)
+        return torch.stack([p.log(), (1 - p).log()], dim=1)
+
+
+class MeanModel(nn.Module):
+    def forward(self, x):
+        p = x.mean(dim=(1, 2, 3)).clamp(1e-7, 1 - 1e-7)
+        return torch.stack([p.log(), (1 - p).log()], dim=1)
+
+
+def test_deletion_insertion_known_answers():
+    model, x = LeftHalfModel(), torch.ones(1, 3, 16, 16)
+    good = np.zeros((16, 16))
+    good[:, :8] = 1
+    zeros = torch.zeros_like(x)
+    deletion = [metrics.auc(*metrics.deletion_curve(model, x, m, 0, 16)) for m in (good, 1 - good)]
+    insertion = [
+        metrics.auc(*metrics.insertion_curve(model, x, m, 0, 16, substrate=zeros))
+        for m in (good, 1 - good)
+    ]
+    np.testing.assert_allclose(deletion, [0.25, 0.75], atol=1e-5)
+    np.testing.assert_allclose(insertion, [0.75, 0.25], atol=1e-5)
+    # a step that does not divide the image: the fraction axis ends at exactly 1
+    fractions, scores = metrics.deletion_curve(MeanModel(), x, np.random.rand(16, 16), 0, 100)
+    np.testing.assert_allclose(fractions, [0, 100 / 256, 200 / 256, 1])
+    assert metrics.auc(fractions, scores) == pytest.approx(0.5, abs=1e-5)
+    # insertion starts from RISE's blur of the image and ends at the image
+    picture = torch.rand(1, 3, 16, 16)
+    _, scores = metrics.insertion_curve(model, picture, good, 0)
+    assert len(scores) == 3  # 8 rows per step: 0, 128, 256 pixels
+    assert scores[0] == pytest.approx(
+        metrics.probabilities(model, metrics.rise_blur(picture), 0)[0]
+    )
+    assert scores[-1] == pytest.approx(metrics.probabilities(model, picture, 0)[0])
+
+
+def test_boxes_scaled_to_the_map():
+    mask = metrics.box_mask([(0, 0, 113, 227)], (227, 227), (224, 224))
+    assert mask[:, :112].all() and not mask[:, 112:].any()
+    mask = metrics.box_mask([(0, 0, 10, 10), (20, 20, 39, 39)], (40, 40), (20, 20))
+    assert mask[:5, :5].all() and mask[10:, 10:].all() and not mask[6:9].any()
+
+
+def test_scale_map_and_pointing_games():
+    assert not metrics.scale_map(np.full((4, 4), 3.0)).any()
+    assert not metrics.scale_map(-np.ones((4, 4))).any()
+    scaled = metrics.scale_map(np.random.default_rng(0).normal(size=(8, 8)))
+    assert scaled.min() == 0 and scaled.max() == 1 and scaled.dtype == np.float32
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 2:5] = True
+    saliency = np.zeros((10, 10))
+    saliency[3, 3], saliency[8, 8] = 1.0, 0.5
+    assert metrics.pointing_game(saliency, mask) == 1.0
+    assert metrics.energy_pointing_game(saliency, mask) == pytest.approx(1 / 1.5)
+    assert metrics.energy_pointing_game(np.zeros((10, 10)), mask) == 0.0
+    low, high = metrics.bootstrap_ci(np.arange(100.0), 500, seed=0)
+    assert low < 49.5 < high and high - low < 15
+
+
+def test_trivial_baselines_behave():
+    x = torch.zeros(1, 3, 64, 64)
+    centre = metrics.scale_map(make_method("center", None, "stage")(x, 0, 0))
+    assert centre.max() == 1 and np.unravel_index(centre.argmax(), centre.shape) in {
+        (31, 31),
+        (31, 32),
+        (32, 31),
+        (32, 32),
+    }
+    centred_box = metrics.box_mask([(16, 16, 48, 48)], (64, 64), (64, 64))
+    corner_box = metrics.box_mask([(0, 0, 12, 12)], (64, 64), (64, 64))
+    assert metrics.pointing_game(centre, centred_box) == 1.0
+    assert metrics.pointing_game(centre, corner_box) == 0.0
+    assert metrics.energy_pointing_game(centre, centred_box) > 2 * centred_box.mean()
+    # random maps: different per seed, reproducible, energy share about the box's area
+    random_map = make_method("random", tiny_model(), "stage", input_size=SIZE)
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    np.testing.assert_array_equal(random_map(x, 0, 3), random_map(x, 0, 3))
+    assert not np.array_equal(random_map(x, 0, 3), random_map(x, 0, 4))
+    box = metrics.box_mask([(0, 0, 16, 32)], (32, 32), (32, 32))
+    shares = [
+        metrics.energy_pointing_game(metrics.scale_map(random_map(x, 0, s)), box)
+        for s in range(200)
+    ]
+    assert np.mean(shares) == pytest.approx(box.mean(), abs=0.03)
+
+
+def test_cam_equals_shapcam_logit_zero_times_n():
+    model = tiny_model()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    cam = make_method("cam", model, "stage", input_size=SIZE)(x, 3, 0)
+    result = ShapCAM(model, "act", value="logit", baseline="zero", device="cpu").attribute(
+        x, 3, n_samples=2
+    )
+    np.testing.assert_allclose(result.upsample() * 64, cam, atol=1e-4)
+    with pytest.raises(ShapCAMError, match="different grid"):
+        make_method("cam", model, "stem", input_size=SIZE)(x, 3, 0)
+
+
+def test_parse_methods():
+    assert parse_methods("gradcam, center") == ["gradcam", "center"]
+    with pytest.raises(ShapCAMError, match="unknown method"):
+        parse_methods("gradcam,magic")
+
+
+# ---------------------------------------------------------------- runner
+
+
+def _config(**changes):
+    settings = dict(
+        model="tiny", layer="stage", methods=ALL_METHODS, samples=4, bootstrap=200, step=64
+    )
+    return EvaluationConfig(**{**settings, **changes})
+
+
+def _run(data_root, out, **changes):
+    torch.set_num_threads(1)
+    return evaluate(
+        tiny_model(),
+        Preprocess(SIZE),
+        ImageNetLOC(data_root),
+        _config(**changes),
+        out,
+        progress=False,
+    )
+
+
+def _records(out):
+    lines = [json.loads(line) for line in records_path(Path(out)).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in lines]
+
+
+def _metrics_only(summary):
+    return {
+        name: {k: v for k, v in entry.items() if k != "seconds_per_image"}
+        for name, entry in summary["methods"].items()
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = make_loc(tmp_path_factory.mktemp("data") / "loc")
+    out = tmp_path_factory.mktemp("single") / "results.json"
+    threads = torch.get_num_threads()
+    try:
+        summary = _run(root, out)
+    finally:
+        torch.set_num_threads(threads)
+    return root, out, summary
+
+
+def test_summary_and_records(reference):
+    root, out, summary = reference
+    assert set(summary) >= {"model", "layer", "n_images", "target", "methods", "skipped"}
+    assert summary["n_images"] == 4 and summary["n_skipped"] == 3
+    assert {s["image_id"] for s in summary["skipped"]} == {
+        "ILSVRC2012_val_00000003",
+        "ILSVRC2012_val_00000004",
+        "ILSVRC2012_val_99999999",
+    }
+    for entry in summary["methods"].values():
+        assert set(entry) >= {
+            "avg_drop", "avg_increase", "deletion_auc", "insertion_auc",
+            "energy_pointing_game", "pointing_game", "seconds_per_image", "ci",
+        }  # fmt: skip
+        assert 0 <= entry["avg_drop"] <= 100 and 0 <= entry["avg_increase"] <= 100
+        for key in ("deletion_auc", "insertion_auc", "energy_pointing_game", "pointing_game"):
+            assert 0 <= entry[key] <= 1
+            low, high = entry["ci"][key]
+            assert low <= entry[key] <= high
+    assert json.loads(out.read_text())["records"] == records_path(out).name
+    assert out.with_suffix(".csv").read_text().count("\n") == 1 + len(ALL_METHODS)
+    records = _records(out)
+    assert "config" in records[0]
+    assert sum("skipped" in r for r in records) == 2
+    assert sum("method" in r for r in records) == 4 * len(ALL_METHODS)
+
+
+def test_resume_after_interruption(reference, tmp_path):
+    root, out, summary = reference
+    lines = records_path(out).read_text().splitlines()
+    partial = tmp_path / "results.json"
+    # keep the config, the skip lines and 5 records, then a line cut in half
+    records_path(partial).write_text("\n".join(lines[:8]) + "\n" + lines[8][:40])
+    resumed = _run(root, partial)
+    assert _metrics_only(resumed) == _metrics_only(summary)
+    assert _records(partial) == _records(out)
+    with pytest.raises(ShapCAMError, match="--fresh"):
+        _run(root, partial, samples=6)
+
+
+def _worker(rank, world, port, root, out):
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    from shapcam_widgets.evaluation import distributed
+
+    distributed.init_from_env()
+    try:
+        _run(root, out)
+    finally:
+        distributed.shutdown()
+
+
+def test_two_gloo_processes_equal_one(reference, tmp_path):
+    root, out, summary = reference
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sharded = tmp_path / "results.json"
+    mp.spawn(_worker, args=(2, port, str(root), str(sharded)), nprocs=2, join=True)
+    assert not list(tmp_path.glob("*.rank*.jsonl"))
+    assert _records(sharded) == _records(out)
+    assert _metrics_only(json.loads(sharded.read_text())) == _metrics_only(summary)
+
+
+def test_target_predicted(reference, tmp_path):
+    root, _out, _summary = reference
+    out = tmp_path / "results.json"
+    summary = _run(root, out, methods=("center", "cam"), target="predicted")
+    assert summary["target"] == "predicted" and summary["n_images"] == 4
+    records = [r for r in _records(out) if "method" in r]
+    assert records and all(r["target"] == r["predicted"] for r in records)
