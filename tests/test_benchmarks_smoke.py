@@ -1,0 +1,63 @@
+"""Fast checks of the benchmark harness (the full run is `python -m benchmarks`)."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from benchmarks import run as bench
+from shapcam_widgets.cam import ShapCAM
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+def test_captum_plays_the_same_game(resnet):
+    """With the logit value the game is additive: every ordering gives phi exactly, so
+    captum's estimate must equal ours if the wrapper, baseline and target are the same."""
+    image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    for baseline in ("zero", "mean"):
+        explainer = ShapCAM(resnet, "layer4", value="logit", baseline=baseline, device="cpu")
+        ours = explainer.attribute(image, 3, n_samples=2)
+        captum = bench.captum_runner(explainer, image, 3, n_samples=2, ppe=16)(0)
+        np.testing.assert_allclose(captum, ours.phi.ravel(), rtol=0, atol=1e-5)
+
+
+def test_exact_toy_games_and_markdown(tmp_path):
+    settings = bench.Settings(exact_players=(6, 8), repeats=2)
+    report = bench.Report(torch.device("cpu"))
+    bench.exact_games(report, settings, torch.device("cpu"))
+    assert [e["players"] for e in report.entries] == [6, 8]
+    entry = report.entries[-1]
+    assert entry["samples"] == 256 and entry["seconds"] > 0 and entry["peak_mib"] >= 0
+    required = {"name", "layer", "players", "samples", "seconds", "peer", "ratio_vs_peer"}
+    assert required | {"mse", "device"} <= set(entry)
+    meta = {
+        "date": "today",
+        "total_seconds": 1.0,
+        "machine": "test",
+        "device": "cpu",
+        "torch": torch.__version__,
+        "repeats": 2,
+        "reference_orderings": 16,
+        "last_stage": {
+            "target": 1,
+            "reference_max_stderr": 0.0,
+            "captum_ppe": 1,
+            "captum_ppe_seconds_m2": {1: 0.1},
+        },
+    }
+    rows = [{"target": "toy", "measured": "1", "met": True}]
+    text = bench.markdown(meta, report.entries, rows)
+    assert "| exact enumeration n=8 | 256 |" in text and "| toy | 1 | yes |" in text
+
+
+def test_ratio_is_peer_over_entry():
+    report = bench.Report(torch.device("cpu"))
+    slow = bench.Timing(2.0, [2.0], [], 0)
+    fast = bench.Timing(0.5, [0.5], [], 0)
+    report.add("slow", "L", 4, 8, slow)
+    assert report.add("fast", "L", 4, 8, fast, peer="slow")["ratio_vs_peer"] == 4.0
