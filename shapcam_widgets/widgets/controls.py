@@ -1,0 +1,152 @@
+"""The explorer's widgets and their layout (no behaviour here)."""
+
+from dataclasses import dataclass, fields
+
+import ipywidgets as w
+
+from ..cam import BASELINES
+
+#: Sample counts on the log slider: 1, 2, 4, ..., 4096 orderings.
+SAMPLE_STEPS = tuple(2**k for k in range(13))
+WIDE = {"description_width": "80px"}
+PANEL = w.Layout(width="368px", height="320px", object_fit="contain")
+
+
+@dataclass
+class Controls:
+    image: w.Dropdown
+    upload: w.FileUpload
+    layer: w.Dropdown
+    block: w.Dropdown
+    target: w.Dropdown
+    search: w.Combobox
+    samples: w.SelectionSlider
+    seed: w.BoundedIntText
+    value: w.ToggleButtons
+    baseline: w.ToggleButtons
+    display: w.ToggleButtons
+    opacity: w.FloatSlider
+    compare: w.Checkbox
+    scorecam: w.Button
+
+    def settings_widgets(self) -> list:
+        """The widgets whose value changes what is computed or shown."""
+        skip = {"upload", "search", "scorecam"}
+        return [getattr(self, f.name) for f in fields(self) if f.name not in skip]
+
+
+@dataclass
+class Panels:
+    overlay: w.Image
+    stderr: w.Image
+    convergence: w.Image
+    comparison: w.Image
+    efficiency: w.HTML
+    status: w.HTML
+    progress: w.IntProgress
+    error: w.HTML
+
+
+def build_controls(
+    images: list[str], layers: list[tuple[str, str]], class_names: list[str], n_samples: int
+) -> Controls:
+    def toggles(description, options, value):
+        return w.ToggleButtons(
+            description=description,
+            options=options,
+            value=value,
+            style={**WIDE, "button_width": "78px"},
+        )
+
+    controls = Controls(
+        image=w.Dropdown(description="image", options=images, style=WIDE),
+        upload=w.FileUpload(accept="image/*", multiple=False, description="upload"),
+        layer=w.Dropdown(description="layer", options=layers, style=WIDE),
+        block=w.Dropdown(
+            description="cells/player",
+            options=[("auto (<= 64 players)", 0)] + [(f"{b} x {b}", b) for b in (1, 2, 4, 7, 8)],
+            value=0,
+            style=WIDE,
+        ),
+        target=w.Dropdown(description="class", options=[], style=WIDE),
+        search=w.Combobox(
+            description="search",
+            placeholder=f"any of {len(class_names)} classes",
+            options=class_names,
+            ensure_option=True,
+            style=WIDE,
+        ),
+        samples=w.SelectionSlider(
+            description="orderings",
+            options=SAMPLE_STEPS,
+            value=n_samples,
+            continuous_update=False,
+            style=WIDE,
+        ),
+        seed=w.BoundedIntText(description="seed", value=0, min=0, max=2**31 - 1, style=WIDE),
+        value=toggles("value", [("prob", "prob"), ("logit", "logit")], "prob"),
+        baseline=toggles("baseline", list(BASELINES), "zero"),
+        display=toggles("display", [("signed", "signed"), ("positive", "positive")], "signed"),
+        opacity=w.FloatSlider(
+            description="opacity",
+            value=0.5,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            continuous_update=False,
+            style=WIDE,
+        ),
+        compare=w.Checkbox(description="Grad-CAM, Grad-CAM++", value=False, indent=False),
+        scorecam=w.Button(
+            description="Score-CAM (slow)",
+            tooltip="about 15 s on 2 CPU cores",
+            layout=w.Layout(width="150px"),
+        ),
+    )
+    for name in ("samples", "target", "image", "layer", "seed", "search"):
+        getattr(controls, name).add_class(f"shapcam-{name}")
+    return controls
+
+
+def build_panels() -> Panels:
+    panels = Panels(
+        overlay=w.Image(format="png", layout=PANEL),
+        stderr=w.Image(format="png", layout=PANEL),
+        convergence=w.Image(format="png", layout=w.Layout(width="576px", height="272px")),
+        comparison=w.Image(format="png", layout=w.Layout(width="768px", display="none")),
+        efficiency=w.HTML(),
+        status=w.HTML(),
+        progress=w.IntProgress(value=0, min=0, max=1, description="sampling", style=WIDE),
+        error=w.HTML(layout=w.Layout(display="none")),
+    )
+    for name in ("overlay", "stderr", "convergence", "comparison", "efficiency", "status"):
+        getattr(panels, name).add_class(f"shapcam-{name}")
+    return panels
+
+
+def layout(controls: Controls, panels: Panels) -> w.VBox:
+    column = w.VBox(
+        [
+            w.HBox([controls.image, controls.upload]),
+            controls.layer,
+            controls.block,
+            controls.target,
+            controls.search,
+            controls.samples,
+            controls.seed,
+            controls.value,
+            controls.baseline,
+            controls.display,
+            controls.opacity,
+            w.HBox([controls.compare, controls.scorecam]),
+        ],
+        layout=w.Layout(width="420px"),
+    )
+    readouts = w.VBox([panels.status, panels.progress, panels.efficiency, panels.error])
+    return w.VBox(
+        [
+            w.HBox([column, w.VBox([panels.overlay, readouts])]),
+            w.HBox([panels.stderr, panels.convergence]),
+            panels.comparison,
+        ]
+    )

@@ -1,0 +1,431 @@
+"""ShapCAMExplorer: an ipywidgets app around ShapCAM, for JupyterLab, Voila and the book."""
+
+import html
+import threading
+import time
+
+import torch
+
+from ..cam import ShapCAMResult
+from ..errors import ShapCAMError
+from ..models import DEFAULT_LAYER, Preprocess, imagenet_classes, load_model
+from . import render
+from .choices import class_label, layer_choices, layer_label, search_labels
+from .comparisons import FAST, SLOW, compare
+from .controls import SAMPLE_STEPS, build_controls, build_panels, layout
+from .engine import Engine, Entry, Settings
+from .images import catalogue, decode_upload
+from .worker import Runner
+
+#: While the estimate refines, redraw the map at most this often (seconds), and the
+#: standard-error and convergence panels at most every FULL_RENDER_INTERVAL seconds.
+RENDER_INTERVAL = 0.6
+FULL_RENDER_INTERVAL = 2.0
+
+#: ``set()`` keyword -> control name.
+SETTABLE = {
+    "image": "image",
+    "layer": "layer",
+    "block_size": "block",
+    "target": "target",
+    "n_samples": "samples",
+    "seed": "seed",
+    "value": "value",
+    "baseline": "baseline",
+    "display": "display",
+    "opacity": "opacity",
+    "compare": "compare",
+}
+
+
+class ShapCAMExplorer:
+    """Interactive Shap-CAM: choose an image, layer, class and sample count; watch the map.
+
+    model: a CNN classifier (default: EfficientNet-Lite0 with ImageNet weights).
+    images: None (demo photos from scikit-image and matplotlib), a dict name -> image or
+        a list of images (paths, PIL images, arrays).
+    preprocess: image -> 1 x 3 x H x W tensor (default: Lite0's; ``Preprocess(224)`` for
+        a model of your own).
+    layer: the layer shown first (default: the last MBConv stage for Lite0, else the last
+        offered layer with more than one cell).
+    layers: "blocks", "all" or a list of layer names to offer (see ``layer_choices``).
+    class_names: one name per output (default: the ImageNet names for 1,000 outputs).
+    imagenet: a folder of the ImageNet subset, None (``$SHAPCAM_IMAGENET`` or
+        ``../shared/imagenet-val-subset`` when present), or False.
+    n_samples: orderings at the start (a power of two, 1 to 4,096).
+    background: compute in a worker thread, so the UI stays live (default). With False,
+        every change computes before returning: for tests and book builds.
+    device: "auto" (CUDA when present), "cpu" or "cuda".
+
+    Display it as the last expression of a cell, or with ``display(explorer)``.
+    ``explorer.set(...)`` changes several settings with one computation; ``wait()``
+    blocks until the work in progress is done.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        images=None,
+        *,
+        preprocess: Preprocess | None = None,
+        layer: str | None = None,
+        layers: str | list[str] = "blocks",
+        class_names: list[str] | None = None,
+        imagenet=None,
+        n_samples: int = 64,
+        background: bool = True,
+        device: str = "auto",
+    ):
+        if model is None:
+            model, default_preprocess = load_model("efficientnet_lite0")
+            preprocess = preprocess or default_preprocess
+            layer = layer or DEFAULT_LAYER
+        preprocess = preprocess or Preprocess(224)
+        if n_samples not in SAMPLE_STEPS:
+            raise ShapCAMError(f"n_samples must be one of {SAMPLE_STEPS}; got {n_samples}")
+        self._layers = layer_choices(model, preprocess.size, layers)
+        if not self._layers:
+            raise ShapCAMError("the model has no spatial layer (output N x C x h x w)")
+        if layer is None:
+            layer = [n for n, (_, h, wd) in self._layers.items() if h * wd > 1][-1]
+        if layer not in self._layers:
+            self._layers = {**self._layers, **layer_choices(model, preprocess.size, [layer])}
+        images = catalogue(images, imagenet=imagenet)
+        self.engine = Engine(model, preprocess, images, device=device)
+        with torch.inference_mode():
+            parameter = next(model.parameters())
+            probe = torch.zeros(1, 3, preprocess.size, preprocess.size, device=parameter.device)
+            n_classes = model(probe).shape[-1]
+        if class_names is None:
+            names = imagenet_classes()
+            class_names = list(names) if n_classes == len(names) else None
+        self.class_names = list(class_names or [f"class {i}" for i in range(n_classes)])
+        self._search = search_labels(self.class_names)
+
+        self.controls = build_controls(
+            list(images),
+            [(layer_label(name, shape), name) for name, shape in self._layers.items()],
+            list(self._search),
+            n_samples,
+        )
+        self.controls.layer.value = layer
+        self.panels = build_panels()
+        self.widget = layout(self.controls, self.panels)
+
+        self._target: int | None = None
+        self._scorecam_wanted: set[tuple] = set()
+        self._comparisons: dict[tuple, object] = {}
+        self._result: ShapCAMResult | None = None
+        self._drawn: tuple | None = None
+        self._settings: Settings | None = None
+        self._quiet = threading.local()
+        self._runner = Runner(background=background, on_error=self._show_error)
+        self._observe()
+        self._schedule()
+
+    # ---- public -----------------------------------------------------------------------
+
+    @property
+    def result(self) -> ShapCAMResult | None:
+        """The map shown now (None before the first one)."""
+        return self._result
+
+    @property
+    def settings(self) -> Settings | None:
+        """The settings of the map shown, with the class and block size resolved."""
+        return self._settings
+
+    @property
+    def error(self) -> str | None:
+        """The message of the last failed computation, None after a success."""
+        error = self._runner.last_error
+        return None if error is None else str(error)
+
+    def history(self) -> list:
+        """The estimates recorded so far for the shown settings (one per refinement step)."""
+        return list(self._entry.history) if self._settings else []
+
+    def busy(self) -> bool:
+        return self._runner.busy()
+
+    def wait(self, timeout: float | None = 600) -> bool:
+        """Block until the work in progress is done; False if ``timeout`` passed first."""
+        return self._runner.wait(timeout)
+
+    def set(self, **settings) -> "ShapCAMExplorer":
+        """Change several settings at once, e.g. ``set(image="coffee", n_samples=256)``.
+
+        Keywords: image, layer, block_size, target (class index), n_samples, seed, value,
+        baseline, display ("signed" or "positive"), opacity, compare (bool).
+        """
+        unknown = set(settings) - set(SETTABLE)
+        if unknown:
+            raise ShapCAMError(f"unknown settings {sorted(unknown)}; valid: {', '.join(SETTABLE)}")
+        with self._silenced():
+            if "image" in settings:
+                self._target = None
+            for key, new in settings.items():
+                control = getattr(self.controls, SETTABLE[key])
+                if key == "target":
+                    self._target = self._check_target(new)
+                    self._target_options(self._target)
+                try:
+                    control.value = new
+                except Exception as error:  # traitlets' TraitError: an invalid choice
+                    raise ShapCAMError(f"invalid {key} {new!r}: {error}") from error
+        self._schedule()
+        return self
+
+    def compute_scorecam(self) -> None:
+        """Add Score-CAM (slow: one forward pass per channel) to the comparison panel."""
+        self._on_scorecam(None)
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = repr(self)  # short and stable (nbval compares it)
+        return bundle
+
+    def __repr__(self) -> str:
+        return "ShapCAMExplorer (an interactive widget: shown in JupyterLab, Voila, the book)"
+
+    # ---- events -----------------------------------------------------------------------
+
+    def _observe(self) -> None:
+        for control in self.controls.settings_widgets():
+            control.observe(self._on_change, names="value")
+        self.controls.search.observe(self._on_search, names="value")
+        self.controls.upload.observe(self._on_upload, names="value")
+        self.controls.scorecam.on_click(self._on_scorecam)
+
+    def _silenced(self):
+        explorer = self
+
+        class Silence:
+            def __enter__(self):
+                self.before = getattr(explorer._quiet, "on", False)
+                explorer._quiet.on = True
+
+            def __exit__(self, *exc):
+                explorer._quiet.on = self.before
+
+        return Silence()
+
+    def _on_change(self, change) -> None:
+        if getattr(self._quiet, "on", False):
+            return
+        if change["owner"] is self.controls.image:
+            self._target = None
+        elif change["owner"] is self.controls.target:
+            self._target = change["new"]
+        self._schedule()
+
+    def _on_search(self, change) -> None:
+        if getattr(self._quiet, "on", False) or change["new"] not in self._search:
+            return
+        self._target = self._search[change["new"]]
+        with self._silenced():
+            self._target_options(self._target)
+        self._schedule()
+
+    def _on_upload(self, change) -> None:
+        if getattr(self._quiet, "on", False) or not change["new"]:
+            return
+        try:
+            for upload in change["new"]:
+                name = f"upload: {upload['name']}"
+                self.engine.add_image(name, decode_upload(upload["content"], upload["name"]))
+                with self._silenced():
+                    options = list(self.controls.image.options)
+                    self.controls.image.options = options + [name] * (name not in options)
+            with self._silenced():
+                self.controls.upload.value = ()
+                self.controls.image.value = name
+            self._target = None
+            self._schedule()
+        except ShapCAMError as error:
+            self._show_error(error, "")
+
+    def _on_scorecam(self, _button) -> None:
+        with self._silenced():
+            self.controls.compare.value = True
+        self._scorecam_wanted.add(("pending",))
+        self._schedule()
+
+    def _check_target(self, target) -> int:
+        if not isinstance(target, int) or not 0 <= target < len(self.class_names):
+            raise ShapCAMError(
+                f"class must be an index from 0 to {len(self.class_names) - 1}; got {target!r}"
+            )
+        return target
+
+    def _target_options(self, target: int | None, image: str | None = None) -> None:
+        """Top-5 of the image, plus ``target`` if it is not among them (call silenced)."""
+        image = image or self.controls.image.value
+        top = self.engine.top_classes(image)
+        options = [(class_label(self.class_names, i, p), i) for i, p in top]
+        if target is not None and target not in dict(top):
+            prob = float(self.engine.probabilities(image)[target])
+            options.append((class_label(self.class_names, target, prob), target))
+        if list(self.controls.target.options) != options:
+            self.controls.target.options = options
+        self.controls.target.value = target if target is not None else top[0][0]
+
+    # ---- work -------------------------------------------------------------------------
+
+    def _read(self) -> tuple[Settings, dict]:
+        c = self.controls
+        settings = Settings(
+            image=c.image.value,
+            layer=c.layer.value,
+            target=self._target,
+            value=c.value.value,
+            baseline=c.baseline.value,
+            seed=int(c.seed.value),
+            block_size=int(c.block.value),
+            n_samples=int(c.samples.value),
+        )
+        view = {
+            "signed": c.display.value == "signed",
+            "alpha": float(c.opacity.value),
+            "compare": bool(c.compare.value),
+        }
+        return settings, view
+
+    def _schedule(self) -> None:
+        settings, view = self._read()
+        if ("pending",) in self._scorecam_wanted:
+            self._scorecam_wanted.discard(("pending",))
+            view["scorecam"] = True
+        self._runner.submit(lambda check: self._job(settings, view, check))
+
+    def _job(self, settings: Settings, view: dict, check) -> None:
+        self._hide_error()
+        engine = self.engine
+        self._status("preparing")
+        picture = engine.picture(settings.image)
+        _, h, wd = self._layers[settings.layer]
+        resolved = engine.resolve(settings, (h, wd))
+        with self._silenced():
+            self._target_options(resolved.target, settings.image)
+        check()
+        entry = engine.entry(resolved)
+        check()
+        self._settings, self._entry = resolved, entry
+        n = settings.n_samples
+        self.panels.progress.max = n
+        self.panels.progress.value = min(entry.sampler.n_orderings, n)
+        shown = entry.result(n)
+        if shown is not None:
+            self._show(picture, entry, shown, view, "refining")
+        else:
+            self.panels.overlay.value = render.picture_png(picture, "sampling orderings...")
+        last = last_full = time.perf_counter()
+        for _estimate in engine.refine(entry, n, check, self._progress):
+            now = time.perf_counter()
+            if entry.sampler.n_orderings >= n:
+                break  # drawn in full below
+            if shown is None or now - last >= RENDER_INTERVAL:
+                full = shown is None or now - last_full >= FULL_RENDER_INTERVAL
+                shown = entry.result(n)
+                self._show(picture, entry, shown, view, "refining", full=full)
+                last, last_full = now, (now if full else last_full)
+        self._show(picture, entry, entry.result(n), view, "done")
+        self.panels.progress.value = n
+        self._compare(picture, resolved, view, check)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.panels.progress.value = min(done, total)
+
+    def _show(
+        self, picture, entry: Entry, result: ShapCAMResult, view: dict, state: str, full=True
+    ):
+        """Draw ``result`` (unless that exact picture is already shown) and the status.
+
+        full: also redraw the standard-error and convergence panels (the slower ones).
+        """
+        name = self.class_names[result.target]
+        drawn = (self._settings.key(), id(entry), result.n_orderings, view["signed"], view["alpha"])
+        if drawn != self._drawn:
+            prob = float(self.engine.probabilities(self._settings.image)[result.target])
+            title = (
+                f"Shap-CAM: {name} (p = {prob:.2f})\n{result.layer}, "
+                f"{result.n_orderings} orderings, {result.value}, {result.baseline} baseline"
+            )
+            self.panels.overlay.value = render.overlay_png(
+                picture, result, signed=view["signed"], alpha=view["alpha"], title=title
+            )
+            self.panels.efficiency.value = _efficiency_html(result)
+            if full:
+                self.panels.stderr.value = render.stderr_png(result)
+                history = [e for e in entry.history if e.n_orderings <= result.n_orderings]
+                self.panels.convergence.value = render.convergence_png(history, result.phi.shape[1])
+            self._drawn = drawn if full else None
+        self._result = result
+        self._status(
+            f"{state} · {result.n_orderings} orderings · {html.escape(name)} (#{result.target})"
+            f" · {result.n_evaluations} evaluations in {entry.seconds:.2f} s ({result.path} path)"
+        )
+
+    def _compare(self, picture, settings: Settings, view: dict, check) -> None:
+        key = (settings.image, settings.layer, settings.target)
+        if view.get("scorecam"):
+            self._scorecam_wanted.add(key)
+        if not view["compare"]:
+            self.panels.comparison.layout.display = "none"
+            return
+        maps = {}
+        for method in FAST + SLOW:
+            if method in SLOW and key not in self._scorecam_wanted:
+                maps[method] = self._comparisons.get((*key, method), "press the button")
+                continue
+            if (*key, method) not in self._comparisons:
+                self._status(f"computing {method}...")
+                self._comparisons[(*key, method)] = compare(
+                    self.engine.model,
+                    settings.layer,
+                    self.engine.inputs(settings.image),
+                    settings.target,
+                    method,
+                    check,
+                )
+            maps[method] = self._comparisons[(*key, method)]
+        self.panels.comparison.value = render.comparison_png(picture, maps, alpha=view["alpha"])
+        self.panels.comparison.layout.display = None
+        self._show(picture, self._entry, self._result, view, "done")
+
+    # ---- readouts ---------------------------------------------------------------------
+
+    def _status(self, text: str) -> None:
+        self.panels.status.value = f"<span class='shapcam-state'>{text}</span>"
+
+    def _show_error(self, error: BaseException, trace: str) -> None:
+        message = html.escape(f"{type(error).__name__}: {error}")
+        details = (
+            ""
+            if isinstance(error, ShapCAMError) or not trace
+            else f"<details><summary>traceback</summary><pre>{html.escape(trace)}</pre></details>"
+        )
+        self.panels.error.value = (
+            "<div class='shapcam-error' style='border:1px solid #c62828;background:#ffebee;"
+            f"color:#b71c1c;padding:6px;white-space:pre-wrap'>{message}{details}</div>"
+        )
+        self.panels.error.layout.display = None
+        self._status("error (see below)")
+
+    def _hide_error(self) -> None:
+        if self.panels.error.layout.display != "none":
+            self.panels.error.layout.display = "none"
+            self.panels.error.value = ""
+
+
+def _efficiency_html(result: ShapCAMResult) -> str:
+    total = float(result.phi.sum())
+    difference = result.v_full - result.v_empty
+    gap = total - difference
+    holds = abs(gap) <= 1e-9 * max(1.0, abs(difference))
+    mark = "holds" if holds else "VIOLATED"
+    return (
+        f"<div class='shapcam-efficiency-readout'>efficiency {mark}: "
+        f"sum of phi = {total:.6f}; v(full) - v(empty) = {result.v_full:.6f} - "
+        f"{result.v_empty:.6f} = {difference:.6f} (gap {gap:.1e})</div>"
+    )

@@ -1,0 +1,121 @@
+"""The explorer's panels as PNG bytes (matplotlib's Agg canvas, no pyplot state)."""
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..cam import ShapCAMResult
+from ..games import ShapleyEstimate
+
+DPI = 80
+
+
+def _figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def picture_png(picture, title: str = "") -> bytes:
+    """The image alone (shown before the first map)."""
+    figure = _figure(4, 4)
+    ax = figure.add_axes((0.02, 0.02, 0.96, 0.88))
+    ax.imshow(np.asarray(picture))
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    return _png(figure)
+
+
+def overlay_png(picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str) -> bytes:
+    """Shap-CAM over the image, with a colour bar in the value's units."""
+    figure = _figure(4.6, 4)
+    ax = figure.add_axes((0.02, 0.02, 0.72, 0.86))
+    shown = result.overlay(np.asarray(picture), ax, signed=signed, alpha=alpha)
+    ax.set_title(title, fontsize=10)
+    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)))
+    bar.set_label(f"phi ({result.value})", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    return _png(figure)
+
+
+def stderr_png(result: ShapCAMResult) -> bytes:
+    """Standard error of each player, on the player grid, in the value's units."""
+    figure = _figure(4.6, 4)
+    ax = figure.add_axes((0.04, 0.04, 0.7, 0.82))
+    stderr = np.nan_to_num(result.stderr, nan=0.0)
+    shown = ax.imshow(stderr, cmap="viridis", vmin=0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    missing = " (needs 2 samples)" if np.isnan(result.stderr).all() else ""
+    ax.set_title(f"standard error, {result.n_orderings} orderings{missing}", fontsize=10)
+    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)))
+    bar.set_label(f"SE ({result.value})", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    return _png(figure)
+
+
+def convergence_png(history: list[ShapleyEstimate], columns: int, top: int = 5) -> bytes:
+    """Left: the estimates of the ``top`` largest cells (+- 2 SE) against orderings.
+    Players are numbered row by row on a grid ``columns`` wide.
+    Right: mean and largest standard error against orderings, with a 1/sqrt(m) guide."""
+    figure = _figure(7.2, 3.4)
+    left = figure.add_axes((0.09, 0.15, 0.38, 0.72))
+    right = figure.add_axes((0.6, 0.15, 0.38, 0.72))
+    counts = np.array([e.n_orderings for e in history])
+    values = np.stack([e.values.numpy() for e in history])
+    errors = np.stack([e.stderr.numpy() for e in history])
+    order = np.argsort(-np.abs(values[-1]))[:top]
+    for player in order:
+        (line,) = left.plot(
+            counts, values[:, player], marker=".", label=f"cell {divmod(int(player), columns)}"
+        )
+        band = np.nan_to_num(errors[:, player], nan=0.0)
+        left.fill_between(
+            counts,
+            values[:, player] - 2 * band,
+            values[:, player] + 2 * band,
+            color=line.get_color(),
+            alpha=0.15,
+        )
+    left.set_xscale("log", base=2)
+    left.set_xlabel("orderings", fontsize=9)
+    left.set_title("estimate of the largest cells (+- 2 SE)", fontsize=10)
+    left.legend(fontsize=7, loc="best")
+    left.tick_params(labelsize=8)
+    has_se = ~np.isnan(errors).all(axis=1)
+    if has_se.any():
+        right.plot(counts[has_se], np.nanmean(errors[has_se], axis=1), marker=".", label="mean SE")
+        right.plot(counts[has_se], np.nanmax(errors[has_se], axis=1), marker=".", label="max SE")
+        first = np.flatnonzero(has_se)[0]
+        guide = np.nanmean(errors[first]) * np.sqrt(counts[first] / counts[has_se])
+        right.plot(counts[has_se], guide, "k--", linewidth=0.8, label="1/sqrt(m)")
+        right.set_yscale("log")
+        right.legend(fontsize=7, loc="best")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("orderings", fontsize=9)
+    right.set_title("standard error", fontsize=10)
+    right.tick_params(labelsize=8)
+    return _png(figure)
+
+
+def comparison_png(picture, maps: dict, *, alpha: float) -> bytes:
+    """One panel per method: its map (in [0, 1]) over the image, or a note in its place."""
+    figure = _figure(3.2 * len(maps), 3.4)
+    for i, (name, heat) in enumerate(maps.items()):
+        ax = figure.add_axes((i / len(maps) + 0.01, 0.02, 1 / len(maps) - 0.02, 0.86))
+        ax.imshow(np.asarray(picture))
+        ax.set_axis_off()
+        if isinstance(heat, np.ndarray):
+            ax.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=alpha)
+            ax.set_title(name, fontsize=10)
+        else:
+            ax.set_title(f"{name}: {heat}", fontsize=9)
+    return _png(figure)

@@ -1,0 +1,232 @@
+"""The explorer in a real browser: JupyterLab 4 and Voila, driven by Debian's chromium.
+
+Skips when chromium, playwright, JupyterLab or Voila is missing. Screenshots go to
+test-artifacts/. Recipe: METHOD.md section 6 (never ``playwright install``).
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "tests" / "browser" / "explorer.ipynb"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("SHAPCAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+EFFICIENCY = re.compile(r"sum of phi = (-?[\d.]+); v\(full\) - v\(empty\) = .* = (-?[\d.]+) ")
+TIMEOUT_MS = 90_000
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Wait until ``url`` answers 200 (an http URL) or accepts connections (host:port)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if not url.startswith("http"):
+                host, port = url.rsplit(":", 1)
+                socket.create_connection((host, int(port)), timeout=5).close()
+                return
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the server did not answer {url} in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def _server(command: list[str], url: str, home: Path):
+    """Run a Jupyter server with its config, data and runtime dirs inside ``home``."""
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    log = home / "server.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=home / "notebooks",
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_http(url, process, log)
+        yield log
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "jupyter"
+    for sub in ("config/labconfig", "runtime", "workspaces", "notebooks"):
+        (home / sub).mkdir(parents=True)
+    # no announcements, news or update checks (no network here)
+    (home / "config/labconfig/page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    notification = home / "settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    shutil.copy(NOTEBOOK, home / "notebooks" / NOTEBOOK.name)
+    return home
+
+
+@contextmanager
+def _browser(tmp_path: Path):
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1100},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            context.close()
+
+
+def _wait_status(page, pattern: str) -> str:
+    """Wait until the explorer's status line matches ``pattern``; return its text."""
+    status = page.locator(".shapcam-status").first
+    sync_api.expect(status).to_contain_text(re.compile(pattern), timeout=TIMEOUT_MS)
+    return status.inner_text()
+
+
+def _overlay_pixels(page) -> bytes:
+    return page.locator("img.shapcam-overlay").first.screenshot()
+
+
+def _move_samples_slider(page, fraction: float) -> None:
+    """Drag the sample-count slider's handle to ``fraction`` of its track."""
+    slider = page.locator(".shapcam-samples .noUi-target").first
+    handle = page.locator(".shapcam-samples .noUi-handle").first
+    box, track = handle.bounding_box(), slider.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(track["x"] + fraction * track["width"], box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+
+
+def _efficiency(page) -> tuple[float, float]:
+    text = page.locator(".shapcam-efficiency").first.inner_text()
+    found = EFFICIENCY.search(text)
+    assert found, text
+    return float(found[1]), float(found[2])
+
+
+def _exercise(page, name: str, change_class: bool) -> None:
+    """From the first map (8 orderings): slider to 64 orderings, then the second class."""
+    first = _wait_status(page, r"done · 8 orderings")
+    page.locator("img.shapcam-overlay").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / f"{name}-first.png"), full_page=True)
+    before = _overlay_pixels(page)
+    _move_samples_slider(page, 0.5)  # stop 6 of 0..12: 2**6 = 64 orderings
+    _wait_status(page, r"done · 64 orderings")
+    after_slider = _overlay_pixels(page)
+    assert after_slider != before, "the Shap-CAM image did not change with the sample count"
+    if change_class:
+        first_class = re.search(r"\(#(\d+)\)", first)[1]
+        select = page.locator(".shapcam-target select").first
+        second = select.locator("option").nth(1).get_attribute("value")
+        select.select_option(index=1)
+        text = _wait_status(page, r"done · 64 orderings · .*\(#(?!" + first_class + r"\))\d+\)")
+        assert f"(#{first_class})" not in text
+        assert _overlay_pixels(page) != after_slider, "the image did not change with the class"
+        assert second is not None
+    total, difference = _efficiency(page)
+    assert total == pytest.approx(difference, abs=2e-6)
+    assert "efficiency holds" in page.locator(".shapcam-efficiency").first.inner_text()
+    assert page.locator(".shapcam-error").count() == 0
+    page.screenshot(path=str(ARTIFACTS / f"{name}-final.png"), full_page=True)
+
+
+def test_explorer_in_jupyterlab(tmp_path):
+    pytest.importorskip("jupyterlab")
+    pytest.importorskip("ipywidgets")
+    ARTIFACTS.mkdir(exist_ok=True)
+    home, port, token = _home(tmp_path), _free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+        "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home / 'notebooks'}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        "--LabApp.news_url=", "--ServerApp.open_browser=False",
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with _server(command, f"{base}/api/status?token={token}", home), _browser(tmp_path) as page:
+        page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}&reset")
+        page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for()
+        kernel = page.locator(".jp-StatusBar-Widget", has_text="Idle")
+        sync_api.expect(kernel.first).to_be_visible(timeout=TIMEOUT_MS)
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(
+            '.lm-Menu-item[data-command="runmenu:run-all"],'
+            '.lm-Menu-item[data-command="notebook:run-all-cells"]'
+        ).first.click()
+        _exercise(page, "jupyterlab", change_class=True)
+        sync_api.expect(kernel.first).to_be_visible(timeout=TIMEOUT_MS)  # kernel idle
+
+
+def test_explorer_in_voila(tmp_path):
+    pytest.importorskip("voila")
+    ARTIFACTS.mkdir(exist_ok=True)
+    home, port, token = _home(tmp_path), _free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "voila", str(home / "notebooks" / NOTEBOOK.name),
+        "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", f"--token={token}",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/?token={token}"
+    with _server(command, f"127.0.0.1:{port}", home):
+        with _browser(tmp_path) as page:
+            page.goto(url)
+            _exercise(page, "voila", change_class=True)

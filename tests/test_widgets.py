@@ -1,0 +1,295 @@
+"""The explorer driven from Python: outputs change, and agree with ShapCAM.attribute."""
+
+import datetime
+import io
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+pytest.importorskip("ipywidgets")
+
+from shapcam_widgets import ShapCAM, ShapCAMError, load_model  # noqa: E402
+from shapcam_widgets.models import Preprocess  # noqa: E402
+from shapcam_widgets.widgets import ShapCAMExplorer  # noqa: E402
+from shapcam_widgets.widgets.choices import layer_choices  # noqa: E402
+from shapcam_widgets.widgets.engine import auto_block_size  # noqa: E402
+from shapcam_widgets.widgets.images import catalogue, imagenet_images  # noqa: E402
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+EFFICIENCY = re.compile(r"sum of phi = (-?[\d.]+); v\(full\) - v\(empty\) = .* = (-?[\d.]+) ")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_model("efficientnet_lite0")
+
+
+@pytest.fixture
+def explorer(lite0):
+    model, preprocess = lite0
+    return ShapCAMExplorer(
+        model,
+        preprocess=preprocess,
+        layer="blocks.6",
+        imagenet=False,
+        n_samples=4,
+        background=False,
+        device="cpu",
+    )
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=4, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=4, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    ).eval()
+
+
+def tiny_explorer(**kwargs) -> ShapCAMExplorer:
+    rng = np.random.default_rng(0)
+    images = {"noise": rng.random((32, 32, 3)), "ramp": np.linspace(0, 1, 32 * 32 * 3)}
+    images["ramp"] = images["ramp"].reshape(32, 32, 3)
+    return ShapCAMExplorer(
+        tiny_model(),
+        images,
+        preprocess=Preprocess(32),
+        class_names=["a", "b", "c"],
+        imagenet=False,
+        n_samples=4,
+        background=False,
+        device="cpu",
+        **kwargs,
+    )
+
+
+def efficiency(explorer) -> tuple[float, float]:
+    found = EFFICIENCY.search(explorer.panels.efficiency.value)
+    assert found, explorer.panels.efficiency.value
+    return float(found[1]), float(found[2])
+
+
+def test_first_view_is_top1_with_top5_choices(explorer):
+    settings, result = explorer.settings, explorer.result
+    assert explorer.error is None
+    assert settings.image == "chelsea" and settings.layer == "blocks.6"
+    probs = explorer.engine.probabilities("chelsea")
+    assert settings.target == int(probs.argmax()) == result.target
+    assert [v for _, v in explorer.controls.target.options] == probs.topk(5).indices.tolist()
+    assert result.n_orderings == 4 and result.phi.shape == (7, 7)
+    assert explorer.panels.overlay.value[:4] == b"\x89PNG"
+    assert "done · 4 orderings" in explorer.panels.status.value
+    total, difference = efficiency(explorer)
+    assert total == pytest.approx(difference, abs=2e-6)
+    assert "efficiency holds" in explorer.panels.efficiency.value
+
+
+def test_agrees_with_attribute(explorer, lite0):
+    model, preprocess = lite0
+    explorer.set(target=282, seed=3, n_samples=16, value="logit", baseline="mean")
+    shown = explorer.result
+    reference = ShapCAM(model, "blocks.6", value="logit", baseline="mean", device="cpu")
+    expected = reference.attribute(explorer.engine.inputs("chelsea"), 282, n_samples=16, seed=3)
+    assert (shown.target, shown.n_orderings, shown.seed) == (282, 16, 3)
+    # the same orderings; float32 network outputs differ in the last bits between batch sizes
+    np.testing.assert_allclose(shown.phi, expected.phi, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(shown.stderr, expected.stderr, rtol=0, atol=1e-5)
+    assert shown.v_full == pytest.approx(expected.v_full)
+    assert shown.v_empty == pytest.approx(expected.v_empty)
+
+
+def test_more_samples_extend_earlier_ones(explorer):
+    first = explorer.result
+    sampler = explorer._entry.sampler
+    explorer.set(n_samples=16)
+    assert explorer._entry.sampler is sampler
+    assert explorer.result.n_orderings == 16
+    assert [e.n_orderings for e in explorer.history()] == [4, 8, 16]
+    # going back shows exactly the earlier estimate, with no new evaluations
+    evaluations = sampler.n_evaluations
+    explorer.set(n_samples=4)
+    np.testing.assert_array_equal(explorer.result.phi, first.phi)
+    assert sampler.n_evaluations == evaluations
+
+
+def test_outputs_change_with_the_controls(explorer):
+    before = explorer.panels.overlay.value, explorer.panels.stderr.value
+    explorer.controls.samples.value = 8
+    after_samples = explorer.panels.overlay.value
+    assert after_samples != before[0] and explorer.panels.stderr.value != before[1]
+    second_class = explorer.controls.target.options[1][1]
+    explorer.controls.target.value = second_class
+    assert explorer.result.target == second_class
+    assert explorer.panels.overlay.value != after_samples
+    assert f"(#{second_class})" in explorer.panels.status.value
+    overlay = explorer.panels.overlay.value
+    explorer.controls.display.value = "positive"
+    assert explorer.panels.overlay.value != overlay
+    overlay = explorer.panels.overlay.value
+    explorer.controls.opacity.value = 0.9
+    assert explorer.panels.overlay.value != overlay
+    assert explorer.settings.target == second_class  # display changes keep the class
+
+
+def test_cache_per_settings(explorer):
+    entry = explorer._entry
+    explorer.controls.seed.value = 1
+    assert explorer._entry is not entry
+    other = explorer.result.phi
+    explorer.controls.seed.value = 0
+    assert explorer._entry is entry
+    assert not np.array_equal(explorer.result.phi, other)
+
+
+def test_new_image_resets_class_to_top1(explorer):
+    explorer.controls.target.value = explorer.controls.target.options[2][1]
+    explorer.controls.image.value = "coffee"
+    probs = explorer.engine.probabilities("coffee")
+    assert explorer.result.target == int(probs.argmax())
+    assert explorer.controls.target.value == int(probs.argmax())
+
+
+def test_search_over_all_classes(explorer):
+    label = next(o for o in explorer.controls.search.options if o.startswith("goldfish"))
+    explorer.controls.search.value = label
+    assert explorer.result.target == 1
+    assert explorer.controls.target.value == 1
+    assert len(explorer.controls.target.options) == 6
+    assert len(explorer.controls.search.options) == 1000
+
+
+def test_upload_adds_and_selects_the_image(explorer):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((50, 60, 3), 200, np.uint8)).save(buffer, format="PNG")
+    explorer.controls.upload.value = (
+        {
+            "name": "grey.png",
+            "type": "image/png",
+            "size": 0,
+            "last_modified": NOW,
+            "content": buffer.getvalue(),
+        },
+    )
+    assert explorer.controls.image.value == "upload: grey.png"
+    assert explorer.settings.image == "upload: grey.png"
+    assert explorer.error is None
+
+
+def test_errors_show_in_the_widget(explorer, monkeypatch):
+    explorer.controls.upload.value = (
+        {
+            "name": "bad.png",
+            "type": "image/png",
+            "size": 3,
+            "last_modified": NOW,
+            "content": b"not",
+        },
+    )
+    assert explorer.panels.error.layout.display is None
+    assert "bad.png" in explorer.panels.error.value
+
+    # a failure inside the computation is shown, and the next success clears it
+    def broken(_settings):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(explorer.engine, "entry", broken)
+    explorer.controls.seed.value = 5
+    assert "model exploded" in explorer.panels.error.value
+    assert "traceback" in explorer.panels.error.value
+    assert explorer.error == "model exploded"
+    monkeypatch.undo()
+    explorer.controls.seed.value = 0
+    assert explorer.panels.error.layout.display == "none" and explorer.error is None
+
+
+def test_set_rejects_bad_values(explorer):
+    with pytest.raises(ShapCAMError, match="unknown settings"):
+        explorer.set(colour="red")
+    with pytest.raises(ShapCAMError, match="class must be"):
+        explorer.set(target=1000)
+    with pytest.raises(ShapCAMError, match="invalid n_samples"):
+        explorer.set(n_samples=3)
+
+
+def test_background_work_is_superseded(lite0):
+    model, preprocess = lite0
+    explorer = ShapCAMExplorer(  # blocks.5: the general path, minutes for 4,096 orderings
+        model,
+        preprocess=preprocess,
+        layer="blocks.5",
+        imagenet=False,
+        n_samples=4096,
+        device="cpu",
+    )
+    explorer.set(n_samples=8)  # supersedes the 4,096 orderings at once
+    assert explorer.wait(120)
+    assert explorer.result.n_orderings == 8
+    assert explorer._entry.sampler.n_orderings < 4096
+    assert "done · 8 orderings" in explorer.panels.status.value
+
+
+def test_comparisons_and_scorecam_on_demand():
+    explorer = tiny_explorer(layer="2")
+    assert explorer.result.phi.shape == (2, 2)
+    assert explorer.panels.comparison.layout.display == "none"
+    explorer.controls.compare.value = True
+    assert explorer.panels.comparison.layout.display is None
+    keys = {key[-1] for key in explorer._comparisons}
+    assert keys == {"Grad-CAM", "Grad-CAM++"}
+    panel = explorer.panels.comparison.value
+    explorer.compute_scorecam()
+    assert "Score-CAM" in {key[-1] for key in explorer._comparisons}
+    assert explorer.panels.comparison.value != panel
+    assert explorer.error is None
+
+
+def test_custom_model_layers_and_blocks():
+    explorer = tiny_explorer()
+    assert set(explorer._layers) == {"0", "1", "2", "3"}
+    assert explorer.settings.layer == "3"  # the last layer with more than one cell
+    explorer.set(layer="0", block_size=2)
+    assert explorer.result.phi.shape == (4, 4) and explorer.result.block_size == 2
+    explorer.set(block_size=0)  # auto: 8 x 8 cells are 64 players, one cell each
+    assert explorer.settings.block_size == 1
+
+
+def test_auto_block_size():
+    assert auto_block_size((7, 7)) == 1
+    assert auto_block_size((14, 14)) == 2
+    assert auto_block_size((112, 112)) == 14
+
+
+def test_layer_choices(lite0):
+    model, _ = lite0
+    blocks = layer_choices(model, 224)
+    assert blocks["blocks.6"] == (320, 7, 7) and "blocks.6.0.conv_pwl" not in blocks
+    assert len(layer_choices(model, 224, "all")) > len(blocks)
+    with pytest.raises(ValueError, match="not spatial"):
+        layer_choices(model, 224, ["nope"])
+
+
+def test_image_catalogue(tmp_path, monkeypatch):
+    names = list(catalogue(imagenet=False))
+    assert names == ["chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "grace_hopper"]
+    picture = catalogue(imagenet=False)["grace_hopper"]()
+    assert picture.mode == "RGB"
+    (tmp_path / "val").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
+    (tmp_path / "LOC_synset_mapping.txt").write_text("n01 tench\nn02 goldfish\n")
+    (tmp_path / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n02 1 1 5 5\n"
+    )
+    monkeypatch.setenv("SHAPCAM_IMAGENET", str(tmp_path))
+    assert list(imagenet_images()) == ["imagenet/00000001 (goldfish)"]
+    assert "imagenet/00000001 (goldfish)" in catalogue()
+    monkeypatch.setenv("SHAPCAM_IMAGENET", str(tmp_path / "missing"))
+    assert imagenet_images() == {}
