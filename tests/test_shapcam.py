@@ -198,7 +198,9 @@ def test_too_many_players_for_exact(resnet18):
 )
 def test_unknown_options(resnet18, option, message):
     with pytest.raises(ShapCAMError, match=message):
-        ShapCAM(resnet18, "layer4", **{option: "margin"}).attribute(torch.randn(1, 3, 64, 64))
+        ShapCAM(resnet18, "layer4", **{option: "margin"})
+    with pytest.raises(ShapCAMError, match="block_size must be >= 1"):
+        ShapCAM(resnet18, "layer4", block_size=0)
 
 
 class NaNHead(nn.Module):

@@ -19,6 +19,16 @@ def blur_image(image: torch.Tensor) -> torch.Tensor:
     return gaussian_blur(image, [kernel, kernel], [sigma, sigma])
 
 
+def check_options(value: str, baseline: str, block_size: int) -> None:
+    """Raise ShapCAMError naming the valid choices when an option is unknown."""
+    if value not in VALUES:
+        raise ShapCAMError(f"unknown value {value!r}; valid: {', '.join(VALUES)}")
+    if baseline not in BASELINES:
+        raise ShapCAMError(f"unknown baseline {baseline!r}; valid: {', '.join(BASELINES)}")
+    if block_size < 1:
+        raise ShapCAMError(f"block_size must be >= 1; got {block_size}")
+
+
 class LayerGame:
     """v(S) for one image: the target's score with the cells outside S set to a baseline.
 
@@ -37,12 +47,7 @@ class LayerGame:
         baseline: str = "zero",
         block_size: int = 1,
     ):
-        if value not in VALUES:
-            raise ShapCAMError(f"unknown value {value!r}; valid: {', '.join(VALUES)}")
-        if baseline not in BASELINES:
-            raise ShapCAMError(f"unknown baseline {baseline!r}; valid: {', '.join(BASELINES)}")
-        if block_size < 1:
-            raise ShapCAMError(f"block_size must be >= 1; got {block_size}")
+        check_options(value, baseline, block_size)
         self.network, self.value, self.baseline_name = network, value, baseline
         self.input_size = tuple(image.shape[-2:])
         with torch.inference_mode():

@@ -10,7 +10,7 @@ from ..errors import ShapCAMError
 from ..games import MAX_EXACT_PLAYERS, PermutationSampler, exact_shapley
 from ..games.sampling import Progress
 from .fastpath import FastLayerGame, fast_batch_size, find_position_wise_head
-from .game import LayerGame
+from .game import LayerGame, check_options
 from .layers import SplitNetwork, resolve_layer
 from .result import ShapCAMResult
 
@@ -77,6 +77,7 @@ class ShapCAM:
             raise ShapCAMError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
         if precision not in PRECISIONS:
             raise ShapCAMError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        check_options(value, baseline, block_size)
         self.device = choose_device(device)
         self.model = model.to(self.device).eval()
         self.layer = resolve_layer(self.model, layer)
