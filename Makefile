@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   create the environment, build the book (executing the notebooks)
-#   make test   create the environment, run every test
+#   make test   create the environment, build the book, run every test
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: env test book lint clean
+.PHONY: env browser book test lint clean
 
 env: $(STAMP)
 
@@ -16,15 +17,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: env
-	$(PY) -m ruff check shapcam_widgets tests
-	$(PY) -m pytest -q
+# Debian's chromium for the real-browser tests (never `playwright install`).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 book: env
-	$(PY) -m shapcam_widgets.cli explain --help >/dev/null
+	scripts/build_book.sh $(PY)
+
+test: env browser book
+	$(PY) -m ruff check shapcam_widgets tests benchmarks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) notebooks/
+	$(PY) -m pytest -q
 
 lint: env
-	$(PY) -m ruff check .
+	$(PY) -m ruff check shapcam_widgets tests benchmarks
 
 clean:
-	rm -rf $(VENV) _build
+	rm -rf $(VENV) _build node_modules

@@ -1,0 +1,154 @@
+"""The built book in a real browser, offline: maths rendered, widgets shown, images loaded.
+
+Needs a built book (``scripts/build_book.sh``, output in _build/html), Debian's chromium
+and the Python ``playwright`` package (never ``playwright install``); skips otherwise.
+The pages are served from a local HTTP server and every request that leaves it is
+blocked and reported, so a page that needs the network fails. Screenshots go to
+test-artifacts/book/.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = Path(os.environ.get("SHAPCAM_BOOK_HTML", ROOT / "_build" / "html"))
+ARTIFACTS = ROOT / "test-artifacts" / "book"
+CHROMIUM = os.environ.get("SHAPCAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 60_000
+
+#: page -> what it must show: "math" (rendered equations), "widgets" (saved widget views)
+PAGES = {
+    "book/intro.html": {"math"},
+    "book/01_cam_family.html": {"math"},
+    "notebooks/02_shapley_values.html": {"math", "widgets"},
+    "notebooks/03_exact_vs_sampled.html": {"math"},
+    "notebooks/04_shapcam_in_practice.html": {"math"},
+    "book/06_imagenet_results.html": set(),
+    "book/08_api.html": set(),
+    "notebooks/08_your_own_model.html": set(),
+    "book/references.html": set(),
+}
+
+pytestmark = [
+    pytest.mark.skipif(not (HTML / "book" / "intro.html").exists(), reason="book not built"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, server, page_path):
+    """Load ``page_path``; returns (page, blocked external URLs, failed local URLs, errors)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    blocked, failed, errors = [], [], []
+
+    def route(request_route):
+        url = request_route.request.url
+        if url.startswith(server) or url.startswith("data:") or url.startswith("blob:"):
+            request_route.continue_()
+        else:
+            blocked.append(url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    page.on(
+        "response",
+        lambda response: (
+            failed.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{server}/{page_path}", wait_until="load", timeout=TIMEOUT_MS)
+    return context, page, blocked, failed, errors
+
+
+@pytest.mark.parametrize("page_path", list(PAGES))
+def test_page_renders_offline(browser, server, page_path):
+    checks = PAGES[page_path]
+    context, page, blocked, failed, errors = _open(browser, server, page_path)
+    try:
+        if "math" in checks:
+            page.wait_for_function(
+                """() => {
+                    const maths = document.querySelectorAll('.math');
+                    return maths.length > 0 &&
+                        [...maths].every(m => m.querySelector('mjx-container'));
+                }""",
+                timeout=TIMEOUT_MS,
+            )
+            text = page.inner_text("main")
+            for raw in ("\\(", "\\[", "$$", "\\begin{", "\\frac", "\\sum"):
+                assert raw not in text, f"raw TeX {raw!r} left on {page_path}"
+        if "widgets" in checks:
+            page.wait_for_selector(".widget-slider, .jupyter-widgets", timeout=TIMEOUT_MS)
+            views = page.eval_on_selector_all(".jupyter-widgets", "els => els.length")
+            assert views > 0, f"no widget views on {page_path}"
+            assert page.query_selector(".widget-html-content table") is not None
+        page.wait_for_function(
+            "() => [...document.images].every(img => img.complete)", timeout=TIMEOUT_MS
+        )
+        broken = page.eval_on_selector_all(
+            "img", "imgs => imgs.filter(i => i.naturalWidth === 0).map(i => i.src)"
+        )
+        assert not broken, f"images that did not load on {page_path}: {broken}"
+        name = page_path.replace("/", "_").removesuffix(".html")
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        assert not blocked, f"{page_path} tried to reach the network: {blocked}"
+        assert not failed, f"{page_path} requested missing files: {failed}"
+        assert not errors, f"JavaScript errors on {page_path}: {errors}"
+    finally:
+        context.close()
+
+
+def test_figures_have_captions():
+    """Every figure in the executed chapters is a captioned figure."""
+    for page_path in PAGES:
+        html = (HTML / page_path).read_text(encoding="utf-8")
+        figures = html.count("<figure")
+        captions = html.count("<figcaption")
+        assert figures == captions, f"{page_path}: {figures} figures, {captions} captions"
+        if page_path.startswith("notebooks/"):
+            images = html.count('<img alt="_images/') + html.count('src="../_images/')
+            assert images <= max(figures, 1) * 2, f"{page_path}: images outside figures"
