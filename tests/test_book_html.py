@@ -31,14 +31,17 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 60_000
 
-#: page -> what it must show: "math" (rendered equations), "widgets" (saved widget views)
+#: page -> what it must show: "math" (rendered equations), "widgets" (saved widget views),
+#: "explorer" (the Shap-CAM explorer's saved view, with its pictures)
 PAGES = {
     "book/intro.html": {"math"},
     "book/01_cam_family.html": {"math"},
     "notebooks/02_shapley_values.html": {"math", "widgets"},
     "notebooks/03_exact_vs_sampled.html": {"math"},
     "notebooks/04_shapcam_in_practice.html": {"math"},
-    "book/06_imagenet_results.html": set(),
+    "notebooks/05_explorer.html": {"explorer"},
+    "notebooks/06_imagenet_results.html": set(),
+    "notebooks/07_performance.html": set(),
     "book/08_api.html": set(),
     "notebooks/08_your_own_model.html": set(),
     "book/references.html": set(),
@@ -126,6 +129,13 @@ def test_page_renders_offline(browser, server, page_path):
             views = page.eval_on_selector_all(".jupyter-widgets", "els => els.length")
             assert views > 0, f"no widget views on {page_path}"
             assert page.query_selector(".widget-html-content table") is not None
+        if "explorer" in checks:
+            shown = ".jupyter-widgets img.widget-image"
+            page.wait_for_selector(shown, timeout=TIMEOUT_MS)
+            drawn = page.eval_on_selector_all(
+                shown, "imgs => imgs.filter(i => i.naturalWidth > 100).length"
+            )
+            assert drawn >= 3, f"the explorer on {page_path} shows {drawn} pictures"
         page.wait_for_function(
             "() => [...document.images].every(img => img.complete)", timeout=TIMEOUT_MS
         )

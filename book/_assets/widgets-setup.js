@@ -5,7 +5,11 @@
   //    that holds the bundle and its fonts.
   var here = document.currentScript.src;
   var base = here.slice(0, here.lastIndexOf("/")) + "/vendor/widgets";
-  require.config({ paths: { "@jupyter-widgets/html-manager/dist": base } });
+  //    The bundled @jupyter-widgets/base and /controls modules find their own assets (the
+  //    icon fonts of buttons and uploads) the same way, from their module ids.
+  require.config({
+    paths: { "@jupyter-widgets/html-manager/dist": base, "@jupyter-widgets": base },
+  });
 
   // 2. The widgets typeset their labels with MathJax 2's MathJax.Hub.Queue whenever a
   //    window.MathJax exists; the book loads MathJax 3, which has no Hub. Forward the call.
