@@ -10,25 +10,15 @@ test-artifacts/book/.
 import functools
 import http.server
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("SHAPCAM_BOOK_HTML", ROOT / "_build" / "html"))
 ARTIFACTS = ROOT / "test-artifacts" / "book"
-CHROMIUM = os.environ.get("SHAPCAM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 60_000
 
 #: page -> what it must show: "math" (rendered equations), "widgets" (saved widget views),

@@ -177,6 +177,17 @@ class PositionWiseHead:
     nodes: tuple[str, ...]
 
 
+def _next_in_chain(node: Node) -> tuple[Node | None, str]:
+    """(the only user of ``node``, "") or (None, why the tail is not a chain there)."""
+    users = list(node.users)
+    if len(users) != 1:
+        return None, f"{node.name!r} feeds {len(users)} nodes: the tail is not a chain"
+    user = users[0]
+    if user.op != "output" and len(user.all_input_nodes) != 1:
+        return None, f"{user.name!r} combines several tensors"
+    return user, ""
+
+
 def find_position_wise_head(network: SplitNetwork) -> tuple[PositionWiseHead | None, str]:
     """(head, "") when the tail is cell-wise + global average pool + linear, else (None, why)."""
     tail = getattr(network, "_tail", None)
@@ -191,14 +202,11 @@ def find_position_wise_head(network: SplitNetwork) -> tuple[PositionWiseHead | N
     chain: list[Node] = []
     node = activation
     while True:
-        users = list(node.users)
-        if len(users) != 1:
-            return None, f"{node.name!r} feeds {len(users)} nodes: the tail is not a chain"
-        node = users[0]
+        node, why = _next_in_chain(node)
+        if node is None:
+            return None, why
         if node.op == "output":
             return None, "the tail has no global average pool"
-        if len(node.all_input_nodes) != 1:
-            return None, f"{node.name!r} combines several tensors"
         chain.append(node)
         if _is_global_average_pool(node, modules):
             break
@@ -208,14 +216,11 @@ def find_position_wise_head(network: SplitNetwork) -> tuple[PositionWiseHead | N
 
     linear = None
     while True:
-        users = list(node.users)
-        if len(users) != 1:
-            return None, f"{node.name!r} feeds {len(users)} nodes: the tail is not a chain"
-        node = users[0]
+        node, why = _next_in_chain(node)
+        if node is None:
+            return None, why
         if node.op == "output":
             break
-        if len(node.all_input_nodes) != 1:
-            return None, f"{node.name!r} combines several tensors"
         chain.append(node)
         if node.op == "call_module" and isinstance(modules[node.target], nn.Linear):
             if linear is not None:
