@@ -26,12 +26,12 @@ book: env
 	scripts/build_book.sh $(PY)
 
 test: env browser book
-	$(PY) -m ruff check shapcam_widgets tests benchmarks
+	$(PY) -m ruff check shapcam_widgets tests benchmarks notebooks
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) notebooks/
 	$(PY) -m pytest -q
 
 lint: env
-	$(PY) -m ruff check shapcam_widgets tests benchmarks
+	$(PY) -m ruff check shapcam_widgets tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) _build node_modules
