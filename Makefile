@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: env browser book test lint clean
+.PHONY: env tools book test lint clean
 
 env: $(STAMP)
 
@@ -17,15 +17,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian's chromium for the real-browser tests (never `playwright install`).
-browser:
-	command -v chromium >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# From Debian when missing: npm (the book's browser assets) and chromium (the real-browser
+# tests; never `playwright install`).
+tools:
+	@missing=""; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
-book: env
+book: env tools
 	scripts/build_book.sh $(PY)
 
-test: env browser book
+test: env tools book
 	$(PY) -m ruff check shapcam_widgets tests benchmarks notebooks
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) notebooks/
 	$(PY) -m pytest -q
