@@ -140,13 +140,14 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
             controls.opacity,
             w.HBox([controls.compare, controls.scorecam]),
         ],
-        layout=w.Layout(width="420px"),
+        layout=w.Layout(width="420px", min_width="420px"),
     )
     readouts = w.VBox([panels.status, panels.progress, panels.efficiency, panels.error])
+    wrap = w.Layout(flex_flow="row wrap")  # narrow pages (the book) stack the panels
     return w.VBox(
         [
-            w.HBox([column, w.VBox([panels.overlay, readouts])]),
-            w.HBox([panels.stderr, panels.convergence]),
+            w.HBox([column, w.VBox([panels.overlay, readouts])], layout=wrap),
+            w.HBox([panels.stderr, panels.convergence], layout=wrap),
             panels.comparison,
         ]
     )
