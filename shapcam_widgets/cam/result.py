@@ -7,6 +7,12 @@ import torch
 import torch.nn.functional as F
 
 
+def upsample_grid(grid, size: tuple[int, int]) -> np.ndarray:
+    """An (h, w) map resized bilinearly (align_corners=False, as Grad-CAM) to ``size`` (H, W)."""
+    grid = torch.as_tensor(np.asarray(grid, dtype=np.float64))[None, None]
+    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
 @dataclass(frozen=True)
 class ShapCAMResult:
     """A Shap-CAM map with its uncertainty.
@@ -49,10 +55,7 @@ class ShapCAMResult:
 
         relu: keep only positive evidence (a display choice; phi stays signed).
         """
-        grid = torch.from_numpy(self.cell_map())[None, None]
-        resized = F.interpolate(
-            grid, size=size or self.input_size, mode="bilinear", align_corners=False
-        )[0, 0].numpy()
+        resized = upsample_grid(self.cell_map(), size or self.input_size)
         return np.maximum(resized, 0) if relu else resized
 
     def overlay(self, image, ax=None, *, signed: bool = True, alpha: float = 0.5):

@@ -26,10 +26,10 @@ import io
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..cam import ShapCAM, spatial_layers
+from ..cam.result import upsample_grid
 from ..errors import ShapCAMError
 
 METHODS = ("shapcam", "cam", "gradcam", "gradcampp", "scorecam", "layercam", "center", "random")
@@ -39,12 +39,6 @@ GRAD_CAM_CLASSES = {
     "scorecam": "ScoreCAM",
     "layercam": "LayerCAM",
 }
-
-
-def upsample(grid: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize (align_corners=False, as ShapCAMResult.upsample) of an h x w grid."""
-    grid = torch.as_tensor(np.asarray(grid, dtype=np.float64))[None, None]
-    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def parse_methods(text: str | list | tuple) -> list[str]:
@@ -92,7 +86,7 @@ def make_method(
 
         def random_map(x, target, seed):
             rng = np.random.default_rng(seed)
-            return upsample(rng.random(cells), tuple(x.shape[-2:]))
+            return upsample_grid(rng.random(cells), tuple(x.shape[-2:]))
 
         return random_map
     raise ShapCAMError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
@@ -189,6 +183,6 @@ def _cam_maker(model, layer, input_size):
         with torch.no_grad():
             weights = classifier.weight[int(target)].float()
             grid = torch.einsum("k,khw->hw", weights, features)
-        return upsample(grid.cpu().numpy(), tuple(x.shape[-2:]))
+        return upsample_grid(grid.cpu().numpy(), tuple(x.shape[-2:]))
 
     return cam
