@@ -31,12 +31,12 @@ book: env tools
 	scripts/build_book.sh $(PY)
 
 test: env tools book
-	$(PY) -m ruff check shapcam_widgets tests benchmarks notebooks
+	$(PY) -m ruff check shapcam_widgets tests benchmarks notebooks scripts
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) notebooks/
 	$(PY) -m pytest -q
 
 lint: env
-	$(PY) -m ruff check shapcam_widgets tests benchmarks notebooks
+	$(PY) -m ruff check shapcam_widgets tests benchmarks notebooks scripts
 
 clean:
 	rm -rf $(VENV) _build node_modules
