@@ -22,7 +22,17 @@ from shapcam_widgets.models import Preprocess
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-val-subset"
 N_CLASSES = 10
 SIZE = 32
-ALL_METHODS = ("shapcam", "cam", "gradcam", "gradcampp", "scorecam", "layercam", "center", "random")
+ALL_METHODS = (
+    "shapcam",
+    "shapcam_logit",
+    "cam",
+    "gradcam",
+    "gradcampp",
+    "scorecam",
+    "layercam",
+    "center",
+    "random",
+)
 
 
 class TinyNet(nn.Module):
@@ -352,6 +362,55 @@ def test_summary_and_records(reference):
     assert "config" in records[0]
     assert sum("skipped" in r for r in records) == 2
     assert sum("method" in r for r in records) == 4 * len(ALL_METHODS)
+
+
+def test_agreement_follows_the_cam_identity(reference):
+    """At "stage" the tiny net's tail is position-wise up to GAP + linear, so with the logit
+    and a zero baseline phi_i = CAM_i / n - W g(0) / n: a positive affine image of CAM,
+    whose cell ranking is CAM's (rank correlation 1 on every image)."""
+    _root, out, summary = reference
+    identity = summary["agreement"]["shapcam_logit vs cam"]
+    assert identity["n_images"] == 4 and identity["quartiles"][0] > 0.999
+    other = summary["agreement"]["shapcam vs gradcam"]
+    assert other["n_images"] + other["n_constant"] == 4 and -1 <= other["median"] <= 1
+    records = [r for r in _records(out) if r.get("method") == "shapcam"]
+    assert all(np.shape(r["grid"]) == (8, 8) and r["n_orderings"] == 4 for r in records)
+
+
+def test_method_added_later_is_summarized_on_its_own_images(tmp_path):
+    root = make_loc(tmp_path / "loc")
+    out = tmp_path / "results.json"
+    _run(root, out, methods=("center",))
+    with_limit = EvaluationConfig(**{**_config().__dict__, "methods": ("random",)})
+    evaluate(
+        tiny_model(),
+        Preprocess(SIZE),
+        ImageNetLOC(root, limit=1),
+        with_limit,
+        out,
+        progress=False,
+    )
+    summary = _run(root, out, methods=("center",))
+    assert summary["methods"]["center"]["n_images"] == 4
+    assert summary["methods"]["center"]["images"] == "paired"
+    assert summary["methods"]["random"]["n_images"] == 1
+    assert summary["methods"]["random"]["images"] == "own"
+
+
+def test_block_size_and_tol_are_part_of_the_records_key(reference, tmp_path):
+    assert "block_size" not in _config().key() and "tol" not in _config().key()
+    key = _config(block_size=2, tol=0.01).key()
+    assert key["block_size"] == 2 and key["tol"] == 0.01
+    root, _out, _summary = reference
+    out = tmp_path / "results.json"
+    summary = _run(root, out, methods=("shapcam",), block_size=2, samples=8, tol=1e9)
+    records = [r for r in _records(out) if "method" in r]
+    # the grid is the layer's 8 x 8 cells whatever the players; the tiny game's 8
+    # orderings fit one batch, so tol (checked between batches) cannot stop them earlier
+    assert all(np.shape(r["grid"]) == (8, 8) and r["n_orderings"] == 8 for r in records)
+    assert summary["settings"]["block_size"] == 2 and summary["settings"]["tol"] == 1e9
+    with pytest.raises(ShapCAMError, match="--fresh"):
+        _run(root, out, methods=("shapcam",), block_size=1, samples=8, tol=1e9)
 
 
 def test_resume_after_interruption(reference, tmp_path):

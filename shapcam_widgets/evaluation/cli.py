@@ -44,7 +44,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=DEFAULT_METHODS,
         help=f"comma-separated, from {','.join(METHODS)} (default: all)",
     )
-    parser.add_argument("--samples", type=int, default=128, help="Shap-CAM orderings per image")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=128,
+        help="Shap-CAM orderings per image (the most, with --tol)",
+    )
+    parser.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="stop Shap-CAM's sampling once every cell's standard error is below this "
+        "(units of the value); --samples stays the cap",
+    )
+    parser.add_argument(
+        "--block-size", type=int, default=1, help="Shap-CAM players: blocks of k x k cells"
+    )
     parser.add_argument("--model", default="efficientnet_lite0", choices=sorted(MODELS))
     parser.add_argument("--layer", default=DEFAULT_LAYER, help=f"default {DEFAULT_LAYER}")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -91,6 +106,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         samples=args.samples,
         value=args.value,
         baseline=args.baseline,
+        block_size=args.block_size,
+        tol=args.tol,
         target=args.target,
         seed=args.seed,
         step=args.step,
@@ -131,8 +148,9 @@ def _command_line() -> str:
 
 def format_table(summary: dict) -> str:
     """The summary as a plain-text table."""
+    width = max(10, *(len(name) for name in summary["methods"]))
     head = (
-        f"{'method':<10} {'drop%':>7} {'incr%':>7} {'del':>6} {'ins':>6} {'EPG':>6} "
+        f"{'method':<{width}} {'drop%':>7} {'incr%':>7} {'del':>6} {'ins':>6} {'EPG':>6} "
         f"{'PG':>6} {'s/img':>7}"
     )
     lines = [
@@ -142,11 +160,11 @@ def format_table(summary: dict) -> str:
     ]
     for name, m in summary["methods"].items():
         if m["n_images"] == 0:
-            lines.append(f"{name:<10} (no images)")
+            lines.append(f"{name:<{width}} (no images)")
             continue
         lines.append(
-            f"{name:<10} {m['avg_drop']:7.2f} {m['avg_increase']:7.2f} {m['deletion_auc']:6.3f} "
-            f"{m['insertion_auc']:6.3f} {m['energy_pointing_game']:6.3f} "
+            f"{name:<{width}} {m['avg_drop']:7.2f} {m['avg_increase']:7.2f} "
+            f"{m['deletion_auc']:6.3f} {m['insertion_auc']:6.3f} {m['energy_pointing_game']:6.3f} "
             f"{m['pointing_game']:6.3f} {m['seconds_per_image']:7.3f}"
         )
     return "\n".join(lines)

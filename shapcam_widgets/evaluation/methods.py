@@ -3,7 +3,9 @@
 Every maker returns a map at the model's input size (H x W, numpy); the runner scales
 it with ``metrics.scale_map`` (ReLU, then min-max) before any metric, for all methods.
 
-- shapcam: this package's ShapCAM at ``layer`` (value and baseline as configured).
+- shapcam: this package's ShapCAM at ``layer`` (value, baseline, block size, orderings
+  and ``tol`` as configured); shapcam_logit: the same with value "logit". Both also
+  return what the sampler did (orderings used, largest standard error, path).
 - cam: class activation mapping (Zhou et al. 2016), computed where it is defined: on the
   feature map that feeds the global average pool, weighted by the linear classifier's row
   of the target (no bias). For EfficientNet-Lite0 that map is the head's output (``bn2``,
@@ -32,7 +34,17 @@ from ..cam import ShapCAM, spatial_layers
 from ..cam.result import upsample_grid
 from ..errors import ShapCAMError
 
-METHODS = ("shapcam", "cam", "gradcam", "gradcampp", "scorecam", "layercam", "center", "random")
+METHODS = (
+    "shapcam",
+    "shapcam_logit",
+    "cam",
+    "gradcam",
+    "gradcampp",
+    "scorecam",
+    "layercam",
+    "center",
+    "random",
+)
 GRAD_CAM_CLASSES = {
     "gradcam": "GradCAM",
     "gradcampp": "GradCAMPlusPlus",
@@ -62,17 +74,35 @@ def make_method(
     samples: int = 128,
     value: str = "prob",
     baseline: str = "zero",
+    block_size: int = 1,
+    tol: float | None = None,
     device: str | torch.device = "cpu",
     scorecam_batch_size: int = 64,
     input_size: int = 224,
 ):
-    """A callable maker(x, target, seed) -> H x W numpy map for method ``name``."""
-    if name == "shapcam":
-        explainer = ShapCAM(model, layer, value=value, baseline=baseline, device=device)
+    """A callable maker(x, target, seed) -> H x W numpy map for method ``name``.
+
+    The Shap-CAM makers return (map, info) instead: info holds ``n_orderings``,
+    ``max_stderr`` (in units of the value) and ``path``.
+    """
+    if name in ("shapcam", "shapcam_logit"):
+        explainer = ShapCAM(
+            model,
+            layer,
+            value="logit" if name == "shapcam_logit" else value,
+            baseline=baseline,
+            block_size=block_size,
+            device=device,
+        )
 
         def shapcam(x, target, seed):
-            result = explainer.attribute(x, target, n_samples=samples, seed=seed)
-            return result.upsample(tuple(x.shape[-2:]))
+            result = explainer.attribute(x, target, n_samples=samples, seed=seed, tol=tol)
+            info = {
+                "n_orderings": result.n_orderings,
+                "max_stderr": float(result.stderr.max()),
+                "path": result.path,
+            }
+            return result.upsample(tuple(x.shape[-2:])), info
 
         return shapcam
     if name == "cam":

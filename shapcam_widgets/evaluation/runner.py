@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cam import spatial_layers
 from ..errors import ShapCAMError
 from ..models import DEFAULT_LAYER
 from . import distributed, metrics
@@ -56,6 +57,8 @@ class EvaluationConfig:
     samples: int = 128
     value: str = "prob"
     baseline: str = "zero"
+    block_size: int = 1
+    tol: float | None = None
     target: str = "label"
     seed: int = 0
     step: int | None = None
@@ -69,6 +72,10 @@ class EvaluationConfig:
             raise ShapCAMError(f"unknown target {self.target!r}; valid: {', '.join(TARGETS)}")
         if self.samples < 1:
             raise ShapCAMError(f"samples must be >= 1; got {self.samples}")
+        if self.block_size < 1:
+            raise ShapCAMError(f"block_size must be >= 1; got {self.block_size}")
+        if self.tol is not None and not self.tol > 0:
+            raise ShapCAMError(f"tol must be > 0; got {self.tol}")
         if self.step is not None and self.step < 1:
             raise ShapCAMError(f"step must be >= 1 pixel; got {self.step}")
 
@@ -83,6 +90,9 @@ class EvaluationConfig:
             "target": self.target,
             "seed": self.seed,
             "step": self.step,
+            # only when set, so that records made before these options existed resume
+            **({"block_size": self.block_size} if self.block_size != 1 else {}),
+            **({"tol": self.tol} if self.tol is not None else {}),
             **self.extra,
         }
 
@@ -220,12 +230,15 @@ def evaluate(
             samples=config.samples,
             value=config.value,
             baseline=config.baseline,
+            block_size=config.block_size,
+            tol=config.tol,
             device=device,
             scorecam_batch_size=config.scorecam_batch_size,
             input_size=input_size,
         )
         for name in config.methods
     }
+    cells = spatial_layers(model, input_size)[config.layer][1:]
     remaining = [
         sample
         for sample in dataset.samples
@@ -238,7 +251,7 @@ def evaluate(
     try:
         for sample in bar:
             _evaluate_image(
-                model, preprocess, dataset, sample, config, makers, done, writer, device
+                model, preprocess, dataset, sample, config, makers, cells, done, writer, device
             )
     finally:
         writer.close()
@@ -253,7 +266,9 @@ def evaluate(
     return summary
 
 
-def _evaluate_image(model, preprocess, dataset, sample, config, makers, done, writer, device):
+def _evaluate_image(
+    model, preprocess, dataset, sample, config, makers, cells, done, writer, device
+):
     try:
         image = dataset.load(sample)
         x = preprocess(image).to(device)
@@ -272,6 +287,7 @@ def _evaluate_image(model, preprocess, dataset, sample, config, makers, done, wr
         started = time.perf_counter()
         raw = maker(x, target, seed)
         seconds = time.perf_counter() - started
+        raw, info = raw if isinstance(raw, tuple) else (raw, {})
         record = {
             "image_id": sample.image_id,
             "method": name,
@@ -279,9 +295,20 @@ def _evaluate_image(model, preprocess, dataset, sample, config, makers, done, wr
             "predicted": predicted,
             "target": target,
             "seconds": seconds,
+            **info,
             **score_map(model, x, raw, target, mask, config.step),
+            "grid": grid_of(raw, cells),
         }
         writer.write(record)
+
+
+def grid_of(raw_map: np.ndarray, cells: tuple[int, int]) -> list:
+    """The raw map averaged over each cell of the layer's h x w grid, to 5 significant
+    digits (h lists of w floats): what the rank correlations between methods compare."""
+    pooled = torch.nn.functional.adaptive_avg_pool2d(
+        torch.as_tensor(np.asarray(raw_map, dtype=np.float64))[None, None], cells
+    )[0, 0]
+    return [[float(f"{v:.5g}") for v in row] for row in pooled.tolist()]
 
 
 def merge_records(out: Path, dataset: ImageNetLOC, config: EvaluationConfig):
@@ -311,15 +338,23 @@ def merge_records(out: Path, dataset: ImageNetLOC, config: EvaluationConfig):
 
 
 def summarize(done, skipped, dataset, config, *, device=None, command=None) -> dict:
-    """The summary dict written to results.json."""
+    """The summary dict written to results.json.
+
+    The configured methods are summarized on the images that have records of all of
+    them (paired); a method found only in the records (added by an earlier run with other
+    ``--methods``, e.g. Score-CAM on the first images) on the images it has.
+    """
     evaluated = [
         sample
         for sample in dataset.samples
         if all((sample.image_id, name) in done for name in config.methods)
     ]
+    found = dict.fromkeys(method for _, method in done)
     methods = {}
-    for name in config.methods:
-        records = [done[(sample.image_id, name)] for sample in evaluated]
+    for name in [*config.methods, *(m for m in found if m not in config.methods)]:
+        own = [s for s in dataset.samples if (s.image_id, name) in done]
+        samples = evaluated if name in config.methods else own
+        records = [done[(sample.image_id, name)] for sample in samples]
         entry, ci = {}, {}
         for metric in METRICS:
             values = np.array([r[metric] for r in records], dtype=np.float64)
@@ -329,6 +364,7 @@ def summarize(done, skipped, dataset, config, *, device=None, command=None) -> d
         seconds = [r["seconds"] for r in records]
         entry["seconds_per_image"] = float(np.mean(seconds)) if seconds else None
         entry["n_images"] = len(records)
+        entry["images"] = "paired" if name in config.methods else "own"
         entry["degenerate_maps"] = sum(r["degenerate_map"] for r in records)
         entry["ci"] = ci
         methods[name] = entry
@@ -344,6 +380,7 @@ def summarize(done, skipped, dataset, config, *, device=None, command=None) -> d
         "n_images": len(evaluated),
         "target": config.target,
         "methods": methods,
+        "agreement": agreement(done, [s.image_id for s in evaluated]),
         "top1_accuracy": (
             float(np.mean([r["predicted"] == r["label"] for r in first])) if first else None
         ),
@@ -365,6 +402,52 @@ def summarize(done, skipped, dataset, config, *, device=None, command=None) -> d
         "environment": environment(device),
         "command": command,
     }
+
+
+#: Pairs of methods whose maps are compared image by image (Spearman's rank correlation
+#: of their cell grids), where both have records with grids.
+AGREEMENT_PAIRS = (
+    ("shapcam", "cam"),
+    ("shapcam", "gradcam"),
+    ("shapcam", "gradcampp"),
+    ("shapcam", "shapcam_logit"),
+    ("shapcam_logit", "cam"),
+    ("shapcam_logit", "gradcam"),
+    ("cam", "gradcam"),
+)
+
+
+def agreement(done: dict, image_ids: list[str]) -> dict:
+    """{"a vs b": median, quartiles and n of the per-image rank correlation of the grids}.
+
+    Images where either map is constant (no ranking) are left out and counted.
+    """
+    from scipy.stats import spearmanr
+
+    summary = {}
+    for a, b in AGREEMENT_PAIRS:
+        pairs = [
+            (done[(i, a)].get("grid"), done[(i, b)].get("grid"))
+            for i in image_ids
+            if (i, a) in done and (i, b) in done
+        ]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        if not pairs:
+            continue
+        rhos = []
+        for x, y in pairs:
+            x, y = np.ravel(x), np.ravel(y)
+            if np.ptp(x) > 0 and np.ptp(y) > 0:
+                rhos.append(float(spearmanr(x, y).statistic))
+        q1, median, q3 = np.percentile(rhos, [25, 50, 75]) if rhos else (None,) * 3
+        summary[f"{a} vs {b}"] = {
+            "median": None if median is None else float(median),
+            "quartiles": None if q1 is None else [float(q1), float(q3)],
+            "mean": float(np.mean(rhos)) if rhos else None,
+            "n_images": len(rhos),
+            "n_constant": len(pairs) - len(rhos),
+        }
+    return summary
 
 
 def environment(device=None) -> dict:
