@@ -61,3 +61,22 @@ def test_ratio_is_peer_over_entry():
     fast = bench.Timing(0.5, [0.5], [], 0)
     report.add("slow", "L", 4, 8, slow)
     assert report.add("fast", "L", 4, 8, fast, peer="slow")["ratio_vs_peer"] == 4.0
+
+
+def test_gpu_check_script_runs_on_the_cpu(tmp_path):
+    """The GPU check's smoke test: every scenario, the cost model m (n - 1) + 2."""
+    from benchmarks import gpu_check
+    from shapcam_widgets.evaluation.data import resolve_root
+
+    if not (resolve_root() / "LOC_val_solution.csv").exists():
+        pytest.skip("the ImageNet subset is not here")
+    out = tmp_path / "gpu.json"
+    report = gpu_check.main(["--smoke-test", "--images", "2", "--out", str(out)])
+    assert [e["name"] for e in report["scenarios"]] == [s[0] for s in gpu_check.SCENARIOS]
+    players = [e["n_players"] for e in report["scenarios"]]
+    assert players == [49, 49, 196, 49]
+    for entry in report["scenarios"]:
+        assert entry["evaluations_per_image"] == 2 + 2 * (entry["n_players"] - 1)
+        assert entry["evaluations_per_second"] > 0 and entry["ratio_to_raw_forward"] > 0
+    assert [e["path"] for e in report["scenarios"]] == ["general"] * 3 + ["fast"]
+    assert len(report["images"]) == 2 and out.exists()

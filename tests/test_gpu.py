@@ -1,0 +1,37 @@
+"""On a CUDA GPU, Shap-CAM gives the CPU's estimates to float rounding (marked gpu; skipped
+without CUDA). The orderings are drawn on the CPU, so the same seed walks the same
+orderings on both devices; only the tail's arithmetic differs."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from shapcam_widgets import ShapCAM, load_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    model, preprocess = load_model("efficientnet_lite0")
+    return model, preprocess(data.chelsea())
+
+
+@pytest.mark.parametrize(("layer", "path"), [("blocks.5", "general"), ("blocks.6", "fast")])
+def test_cuda_equals_cpu(lite0, layer, path):
+    model, x = lite0
+    results = {}
+    for device in ("cpu", "cuda"):
+        explainer = ShapCAM(model, layer, value="prob", baseline="zero", device=device, path=path)
+        results[device] = explainer.attribute(x, n_samples=16, seed=3)
+        assert results[device].path == path
+    cpu, cuda = results["cpu"], results["cuda"]
+    assert cpu.target == cuda.target
+    assert cuda.v_full == pytest.approx(cpu.v_full, abs=1e-4)
+    # the per-cell estimates agree to well under their standard errors
+    np.testing.assert_allclose(cuda.phi, cpu.phi, atol=1e-4)
+    assert float(np.abs(cuda.phi - cpu.phi).max()) < 0.01 * float(np.nanmax(cpu.stderr))
