@@ -5,9 +5,8 @@ orderings on both devices; only the tail's arithmetic differs."""
 import numpy as np
 import pytest
 import torch
-from skimage import data
 
-from shapcam_widgets import ShapCAM, load_model
+from shapcam_widgets import ShapCAM
 
 pytestmark = [
     pytest.mark.gpu,
@@ -16,14 +15,14 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def lite0():
-    model, preprocess = load_model("efficientnet_lite0")
-    return model, preprocess(data.chelsea())
+def lite0_and_cat(lite0, chelsea):
+    model, preprocess = lite0
+    return model, preprocess(chelsea)
 
 
 @pytest.mark.parametrize(("layer", "path"), [("blocks.5", "general"), ("blocks.6", "fast")])
-def test_cuda_equals_cpu(lite0, layer, path):
-    model, x = lite0
+def test_cuda_equals_cpu(lite0_and_cat, layer, path):
+    model, x = lite0_and_cat
     results = {}
     for device in ("cpu", "cuda"):
         explainer = ShapCAM(model, layer, value="prob", baseline="zero", device=device, path=path)
