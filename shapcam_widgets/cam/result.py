@@ -6,11 +6,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+#: Overlays draw the image shrunk to at most this many pixels on its longer side.
+MAX_OVERLAY_SIDE = 2048
+
 
 def upsample_grid(grid, size: tuple[int, int]) -> np.ndarray:
     """An (h, w) map resized bilinearly (align_corners=False, as Grad-CAM) to ``size`` (H, W)."""
     grid = torch.as_tensor(np.asarray(grid, dtype=np.float64))[None, None]
     return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def bounded_picture(image, side: int = MAX_OVERLAY_SIDE) -> np.ndarray:
+    """``image`` (array or PIL image) as an array at most ``side`` pixels on its longer side.
+
+    Larger images are shrunk bilinearly, keeping the aspect ratio and the dtype.
+    """
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = np.asarray(image)
+    height, width = (
+        (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+    )
+    scale = side / max(height, width)
+    if scale >= 1:
+        return np.asarray(image)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if isinstance(image, Image.Image):
+        return np.asarray(image.resize(size, Image.BILINEAR))
+    channels = image.reshape(height, width, -1).astype(np.float32)
+    shrunk = [
+        np.asarray(Image.fromarray(channels[:, :, c]).resize(size, Image.BILINEAR))
+        for c in range(channels.shape[2])
+    ]
+    shrunk = np.stack(shrunk, axis=2).reshape(size[1], size[0], *image.shape[2:])
+    if np.issubdtype(image.dtype, np.integer):
+        shrunk = shrunk.round()
+    return shrunk.astype(image.dtype)
 
 
 @dataclass(frozen=True)
@@ -63,10 +95,12 @@ class ShapCAMResult:
 
         signed: diverging colours centred on zero (red adds to the score, blue takes
         away); otherwise positive evidence only, on the "jet" colour map.
+        Images larger than ``MAX_OVERLAY_SIDE`` pixels are drawn shrunk to it (same aspect
+        ratio): axis coordinates are then those of the shrunk image.
         """
         import matplotlib.pyplot as plt
 
-        picture = np.asarray(image)
+        picture = bounded_picture(image)
         heat = self.upsample(picture.shape[:2], relu=not signed)
         ax = ax if ax is not None else plt.gca()
         ax.imshow(picture)
