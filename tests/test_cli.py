@@ -66,7 +66,7 @@ def test_explain_end_to_end(chelsea_file, tmp_path):
     phi_sum = sum(map(sum, record["phi"]))
     assert phi_sum == pytest.approx(record["v_full"] - record["v_empty"], abs=1e-9)
     assert record["seconds"] > 0
-    environment = record["environment"]  # what bit-identical results depend on (defect 11)
+    environment = record["environment"]  # what bit-identical results depend on
     assert isinstance(environment["torch_threads"], int) and environment["device"]
     assert all(environment["packages"][name] for name in ("torch", "torchvision", "timm"))
     assert "shapcam-widgets" in environment["packages"]
