@@ -195,10 +195,24 @@ def test_one_sample_has_no_standard_error():
 def test_bad_arguments_are_refused():
     with pytest.raises(ShapCAMError, match="at most|1 to 20"):
         exact_shapley(random_game(3, 0), MAX_EXACT_PLAYERS + 1)
-    with pytest.raises(ShapCAMError, match="orderings must be >= 1"):
+    with pytest.raises(ShapCAMError, match="orderings must be a whole number >= 1"):
         sample_shapley(random_game(3, 0), 3, 0)
+    with pytest.raises(ShapCAMError, match="orderings must be a whole number >= 1; got 2.5"):
+        sample_shapley(random_game(3, 0), 3, 2.5)
     with pytest.raises(ShapCAMError, match="at least one player"):
         sample_shapley(random_game(3, 0), 0, 5)
+    with pytest.raises(ShapCAMError, match=r"seed must be a whole number from 0 to 2\*\*64 - 1"):
+        sample_shapley(random_game(3, 0), 3, 2, seed=2**64)
+
+
+def test_stop_ends_a_run_after_the_current_batch():
+    """The anytime cancel: stop() is asked after each batch of orderings."""
+    sampler = PermutationSampler(random_game(4, 0), 4, batch_size=6)  # one pair per batch
+    asked = []
+    estimate = sampler.run(100, stop=lambda: asked.append(1) or len(asked) >= 3)
+    assert estimate.n_orderings == sampler.n_orderings == 6 and len(asked) == 3
+    assert estimate.efficiency_gap == pytest.approx(0, abs=1e-12)
+    assert sampler.run(2).n_orderings == 8  # a later run goes on from there
 
 
 def test_agrees_with_captum():

@@ -6,6 +6,7 @@ coalition are evaluated once and shared by every ordering, so each ordering's
 marginals sum to v(N) - v(empty) and every estimate satisfies efficiency exactly.
 """
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -15,6 +16,25 @@ from .estimate import ShapleyEstimate
 from .exact import ValueFunction
 
 Progress = Callable[[int, int], None]
+
+#: torch.Generator takes seeds from 0 to 2**64 - 1.
+MAX_SEED = 2**64 - 1
+
+
+def check_count(name: str, count) -> None:
+    """Raise ShapCAMError unless ``count`` is a whole number >= 1 (not a bool)."""
+    if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1:
+        raise ShapCAMError(f"{name} must be a whole number >= 1; got {count!r}")
+
+
+def check_seed(seed) -> None:
+    """Raise ShapCAMError unless ``seed`` is a whole number from 0 to MAX_SEED."""
+    if (
+        not isinstance(seed, numbers.Integral)
+        or isinstance(seed, bool)
+        or not 0 <= seed <= MAX_SEED
+    ):
+        raise ShapCAMError(f"seed must be a whole number from 0 to 2**64 - 1; got {seed!r}")
 
 
 class PermutationSampler:
@@ -44,15 +64,15 @@ class PermutationSampler:
     ):
         if n_players < 1:
             raise ShapCAMError(f"a game needs at least one player; got n = {n_players}")
-        if batch_size < 1:
-            raise ShapCAMError(f"batch_size must be >= 1; got {batch_size}")
+        check_count("batch_size", batch_size)
+        check_seed(seed)
         self.value_fn = value_fn
         self.n_players = n_players
         self.antithetic = antithetic
         self.seed = seed
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(int(seed))
         ends = torch.zeros(2, n_players, dtype=torch.bool, device=self.device)
         ends[1] = True
         v_empty, v_full = value_fn(ends).double().cpu().tolist()
@@ -64,15 +84,20 @@ class PermutationSampler:
         self._sum_sq = torch.zeros(n_players, dtype=torch.float64)
 
     def run(
-        self, n_orderings: int, *, tol: float | None = None, progress: Progress | None = None
+        self,
+        n_orderings: int,
+        *,
+        tol: float | None = None,
+        progress: Progress | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> ShapleyEstimate:
         """Walk ``n_orderings`` more orderings (rounded up to pairs when antithetic).
 
         tol: stop early once the largest standard error is below it.
         progress: called as ``progress(done, total)`` after each batch of orderings.
+        stop: called after each batch of orderings; True ends the run there (a cancel).
         """
-        if n_orderings < 1:
-            raise ShapCAMError(f"the number of orderings must be >= 1; got {n_orderings}")
+        check_count("the number of orderings", n_orderings)
         group = 2 if self.antithetic else 1
         n_groups = -(-n_orderings // group)
         groups_per_chunk = max(1, self.batch_size // (group * max(1, self.n_players - 1)))
@@ -84,6 +109,8 @@ class PermutationSampler:
             if progress is not None:
                 progress(done * group, n_groups * group)
             if tol is not None and self._n_samples >= 2 and float(self.stderr().max()) < tol:
+                break
+            if stop is not None and stop():
                 break
         return self.estimate()
 
