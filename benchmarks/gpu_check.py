@@ -71,15 +71,15 @@ def _batch_sizes(model):
 
 def measure_explainer(model, images, layer, block_size, path, orderings, device) -> dict:
     """Shap-CAM per image: seconds, evaluations per second, peak memory."""
-    explainer = ShapCAM(
-        model, layer, value="prob", baseline="zero", block_size=block_size, device=device, path=path
-    )
+    explainer = ShapCAM(model, layer, device=device, path=path)
     seconds, evaluations, peaks, batch = [], [], [], 0
     for index, (x, target) in enumerate(images):
         peak = _peak_memory_tracker(device)
         sizes, hook = _batch_sizes(model)
         started = _synchronized()
-        result = explainer.attribute(x, target, n_samples=orderings, seed=index)
+        result = explainer.attribute(
+            x, target, block_size=block_size, n_samples=orderings, seed=index
+        )
         elapsed = _synchronized() - started
         hook.remove()
         if index == 0:

@@ -36,8 +36,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from shapcam_widgets.cam import ShapCAM  # noqa: E402
-from shapcam_widgets.cam.fastpath import FastLayerGame  # noqa: E402
-from shapcam_widgets.games import PermutationSampler, exact_shapley  # noqa: E402
+from shapcam_widgets.games import exact_shapley  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LAST_STAGE, STAGE_14 = "blocks.6", "blocks.4"
@@ -226,12 +225,13 @@ class TailModule(nn.Module):
         return logits.softmax(dim=1) if self.game.value == "prob" else logits
 
 
-def captum_runner(explainer: ShapCAM, image, target, n_samples: int, ppe: int):
-    """run(seed) -> phi: captum's ShapleyValueSampling on the Shap-CAM game of one image."""
+def captum_runner(explainer: ShapCAM, image, target, n_samples: int, ppe: int, **options):
+    """run(seed) -> phi: captum's ShapleyValueSampling on the Shap-CAM game of one image
+    (options: value, baseline, as for ``ShapCAM.attribute``)."""
     from captum.attr import ShapleyValueSampling
 
     def run(seed: int) -> np.ndarray:
-        game = explainer.game(image, target)  # the prefix forward, as in ours
+        game = explainer.game(image, target, **options)  # the prefix forward, as in ours
         h, w = game.cells
         feature_mask = game.player_of_cell.reshape(1, 1, h, w)
         torch.manual_seed(seed)
@@ -295,12 +295,12 @@ def last_stage(report, model, image, settings, device) -> dict:
     info = {"target": target, "players": players, "fast_path_reason": fast.fast_path_reason}
 
     # reference: 16,384 orderings on the fast path (same estimates as the general path)
-    fast_game = FastLayerGame(fast.game(image, target), fast.head)
+    explanation = fast.explain(image, target, seed=10**6)
     started = time.perf_counter()
-    reference = PermutationSampler(fast_game, players, seed=10**6).run(settings.reference)
+    reference = explanation.refine(settings.reference)
     info["reference_seconds"] = time.perf_counter() - started
     info["reference_max_stderr"] = float(reference.stderr.max())
-    ref = reference.values.numpy()
+    ref = reference.phi.ravel()
 
     ppe, ppe_seconds = tune_ppe(general, image, target, settings.ppe_choices, device)
     info["captum_ppe"], info["captum_ppe_seconds_m2"] = ppe, ppe_seconds
@@ -351,7 +351,7 @@ def last_stage(report, model, image, settings, device) -> dict:
     )
 
     # a plain batched forward of the tail, to see how close the general path gets
-    batch = general.batch_size(game)
+    batch = general.explain(image, target).batch_size
     coalitions = torch.rand(batch, players, generator=torch.Generator().manual_seed(0)) < 0.5
     masked = game.masked_activations(coalitions)
 
@@ -374,10 +374,14 @@ def last_stage(report, model, image, settings, device) -> dict:
     # plain vs antithetic at equal evaluations (fast path: same orderings as the general)
     mses = {}
     for antithetic in (False, True):
+        explanations = [
+            fast.explain(image, target, seed=seed, antithetic=antithetic)
+            for seed in range(settings.mse_seeds)
+        ]
         estimates, started = [], time.perf_counter()
-        for seed in range(settings.mse_seeds):
-            sampler = PermutationSampler(fast_game, players, antithetic=antithetic, seed=seed)
-            estimates.append(sampler.run(m0).values.numpy())
+        for explanation in explanations:
+            result = explanation.refine(m0)
+            estimates.append(result.phi.ravel())
         seconds = (time.perf_counter() - started) / settings.mse_seeds
         name = f"{'antithetic' if antithetic else 'plain'} sampling m={m0}"
         mses[antithetic] = report.add(
@@ -390,7 +394,7 @@ def last_stage(report, model, image, settings, device) -> dict:
             peer=f"plain sampling m={m0}" if antithetic else None,
             mse_value=mse(estimates, ref),
             compare="mse",
-            evaluations=sampler.n_evaluations,
+            evaluations=result.n_evaluations,
             seeds=settings.mse_seeds,
         )
 
@@ -460,7 +464,7 @@ def stage_14(report, model, image, settings, device) -> dict:
             peer=f"captum ShapleyValueSampling m={m}",
             evaluations=run.last.n_evaluations,
             evals_per_s=run.last.n_evaluations / timing.seconds,
-            batch_size=explainer.batch_size(game),
+            batch_size=explainer.explain(image, target).batch_size,
         )
     kinds = ("GradCAM", "ScoreCAM") if settings.score_cam else ("GradCAM",)
     top = f"Shap-CAM general m={settings.stage14_orderings[-1]}"

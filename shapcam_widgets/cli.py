@@ -8,6 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .cam import BASELINES, VALUES
 from .errors import ShapCAMError
 from .evaluation.cli import add_evaluate_parser, run_evaluate
 
@@ -88,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--samples", type=_int_in(1), default=256, help="orderings (default 256)")
     explain.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0)
-    explain.add_argument("--value", choices=["prob", "logit"], default="prob")
-    explain.add_argument("--baseline", choices=["zero", "mean", "blur"], default="zero")
+    explain.add_argument("--value", choices=VALUES, default="prob")
+    explain.add_argument("--baseline", choices=BASELINES, default="zero")
     explain.add_argument(
         "--device", type=_device, default="auto", help="auto (default), cpu or cuda"
     )
@@ -181,19 +182,15 @@ def explain(args: argparse.Namespace) -> dict:
 
     picture = load_image(args.image)
     model, preprocess = load_model(args.model)
-    explainer = ShapCAM(
-        model,
-        args.layer or DEFAULT_LAYER,
-        value=args.value,
-        baseline=args.baseline,
-        device=args.device,
-    )
+    explainer = ShapCAM(model, args.layer or DEFAULT_LAYER, device=args.device)
     started = time.perf_counter()
     progress = ProgressReport(args.samples)
     try:
         result = explainer.attribute(
             preprocess(picture),
             args.target,
+            value=args.value,
+            baseline=args.baseline,
             n_samples=args.samples,
             seed=args.seed,
             progress=progress,

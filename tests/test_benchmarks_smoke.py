@@ -20,9 +20,10 @@ def test_captum_plays_the_same_game(resnet):
     captum's estimate must equal ours if the wrapper, baseline and target are the same."""
     image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     for baseline in ("zero", "mean"):
-        explainer = ShapCAM(resnet, "layer4", value="logit", baseline=baseline, device="cpu")
-        ours = explainer.attribute(image, 3, n_samples=2)
-        captum = bench.captum_runner(explainer, image, 3, n_samples=2, ppe=16)(0)
+        explainer = ShapCAM(resnet, "layer4", device="cpu")
+        options = {"value": "logit", "baseline": baseline}
+        ours = explainer.attribute(image, 3, n_samples=2, **options)
+        captum = bench.captum_runner(explainer, image, 3, n_samples=2, ppe=16, **options)(0)
         np.testing.assert_allclose(captum, ours.phi.ravel(), rtol=0, atol=1e-5)
 
 

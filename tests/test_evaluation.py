@@ -277,8 +277,8 @@ def test_cam_equals_shapcam_logit_zero_times_n():
     model = tiny_model()
     x = torch.randn(1, 3, SIZE, SIZE)
     cam = make_method("cam", model, "stage", input_size=SIZE)(x, 3, 0)
-    result = ShapCAM(model, "act", value="logit", baseline="zero", device="cpu").attribute(
-        x, 3, n_samples=2
+    result = ShapCAM(model, "act", device="cpu").attribute(
+        x, 3, value="logit", baseline="zero", n_samples=2
     )
     np.testing.assert_allclose(result.upsample() * 64, cam, atol=1e-4)
     with pytest.raises(ShapCAMError, match="different grid"):

@@ -25,8 +25,10 @@ def test_cuda_equals_cpu(lite0_and_cat, layer, path):
     model, x = lite0_and_cat
     results = {}
     for device in ("cpu", "cuda"):
-        explainer = ShapCAM(model, layer, value="prob", baseline="zero", device=device, path=path)
-        results[device] = explainer.attribute(x, n_samples=16, seed=3)
+        explainer = ShapCAM(model, layer, device=device, path=path)
+        results[device] = explainer.attribute(
+            x, value="prob", baseline="zero", n_samples=16, seed=3
+        )
         assert results[device].path == path
     cpu, cuda = results["cpu"], results["cuda"]
     assert cpu.target == cuda.target

@@ -42,10 +42,15 @@ def explorer(lite0):
     )
 
 
-def tiny_model() -> nn.Module:
+def tiny_model(batch_norm: bool = False) -> nn.Module:
+    """Layers "0" to "3" (with a batch norm "1", "0" to "4"), 32 px in, 3 classes."""
     torch.manual_seed(0)
+    first = [nn.Conv2d(3, 4, 3, stride=4, padding=1)]
+    if batch_norm:
+        first.append(nn.BatchNorm2d(4))
+        first[1].running_mean.uniform_(-1, 1)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, stride=4, padding=1),
+        *first,
         nn.ReLU(),
         nn.Conv2d(4, 6, 3, stride=4, padding=1),
         nn.ReLU(),
@@ -55,12 +60,12 @@ def tiny_model() -> nn.Module:
     ).eval()
 
 
-def tiny_explorer(**kwargs) -> ShapCAMExplorer:
+def tiny_explorer(model: nn.Module | None = None, **kwargs) -> ShapCAMExplorer:
     rng = np.random.default_rng(0)
     images = {"noise": rng.random((32, 32, 3)), "ramp": np.linspace(0, 1, 32 * 32 * 3)}
     images["ramp"] = images["ramp"].reshape(32, 32, 3)
     return ShapCAMExplorer(
-        tiny_model(),
+        model or tiny_model(),
         images,
         preprocess=Preprocess(32),
         class_names=["a", "b", "c"],
@@ -97,8 +102,10 @@ def test_agrees_with_attribute(explorer, lite0):
     model, preprocess = lite0
     explorer.set(target=282, seed=3, n_samples=16, value="logit", baseline="mean")
     shown = explorer.result
-    reference = ShapCAM(model, "blocks.6", value="logit", baseline="mean", device="cpu")
-    expected = reference.attribute(explorer.engine.inputs("chelsea"), 282, n_samples=16, seed=3)
+    reference = ShapCAM(model, "blocks.6", device="cpu")
+    expected = reference.attribute(
+        explorer.engine.inputs("chelsea"), 282, value="logit", baseline="mean", n_samples=16, seed=3
+    )
     assert (shown.target, shown.n_orderings, shown.seed) == (282, 16, 3)
     # the same orderings; float32 network outputs differ in the last bits between batch sizes
     np.testing.assert_allclose(shown.phi, expected.phi, rtol=0, atol=1e-5)
@@ -109,16 +116,15 @@ def test_agrees_with_attribute(explorer, lite0):
 
 def test_more_samples_extend_earlier_ones(explorer):
     first = explorer.result
-    sampler = explorer._entry.sampler
+    explanation = explorer._entry.explanation
     explorer.set(n_samples=16)
-    assert explorer._entry.sampler is sampler
+    assert explorer._entry.explanation is explanation
     assert explorer.result.n_orderings == 16
-    assert [e.n_orderings for e in explorer.history()] == [4, 8, 16]
-    # going back shows exactly the earlier estimate, with no new evaluations
-    evaluations = sampler.n_evaluations
+    assert [r.n_orderings for r in explorer.history()] == [4, 8, 16]
+    # going back shows exactly the earlier map, with no new orderings
     explorer.set(n_samples=4)
     np.testing.assert_array_equal(explorer.result.phi, first.phi)
-    assert sampler.n_evaluations == evaluations
+    assert explanation.n_orderings == 16
 
 
 def test_outputs_change_with_the_controls(explorer):
@@ -138,6 +144,28 @@ def test_outputs_change_with_the_controls(explorer):
     explorer.controls.opacity.value = 0.9
     assert explorer.panels.overlay.value != overlay
     assert explorer.settings.target == second_class  # display changes keep the class
+
+
+def test_one_explainer_per_layer(explorer):
+    """Value, baseline, class and seed share one ShapCAM (one trace of the network)."""
+    explorer.set(value="logit", baseline="blur", seed=2, block_size=2)
+    assert explorer.result.phi.shape == (4, 4)
+    explorer.set(layer="blocks.5")
+    assert set(explorer.engine._cams) == {"blocks.6", "blocks.5"}
+
+
+def test_a_train_mode_model_is_explained_in_eval_mode():
+    model = tiny_model(batch_norm=True)  # batch statistics in train mode change the map
+    reference = tiny_explorer(model, layer="3")
+    model.train()
+    running_mean = model[1].running_mean.clone()
+    explorer = tiny_explorer(model, layer="3")
+    np.testing.assert_array_equal(explorer.result.phi, reference.result.phi)
+    probs = explorer.engine.probabilities("noise")
+    torch.testing.assert_close(probs, reference.engine.probabilities("noise"), rtol=0, atol=0)
+    explorer.set(compare=True)  # pytorch-grad-cam's maps, in eval mode too
+    assert explorer.error is None
+    assert model.training and torch.equal(model[1].running_mean, running_mean)
 
 
 def test_cache_per_settings(explorer):
@@ -233,7 +261,7 @@ def test_background_work_is_superseded(lite0):
     explorer.set(n_samples=8)  # supersedes the 4,096 orderings at once
     assert explorer.wait(120)
     assert explorer.result.n_orderings == 8
-    assert explorer._entry.sampler.n_orderings < 4096
+    assert explorer._entry.explanation.n_orderings < 4096
     assert "done · 8 orderings" in explorer.panels.status.value
 
 

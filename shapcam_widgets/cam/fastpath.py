@@ -26,7 +26,7 @@ from torch import nn
 from torch.fx import Graph, GraphModule, Node
 
 from ..errors import ShapCAMError
-from .game import LayerGame
+from .game import LayerGame, callable_scores
 from .layers import SplitNetwork
 
 #: Modules that act on each entry alone (in eval mode).
@@ -255,7 +255,8 @@ class FastLayerGame:
     """The value function of ``game`` computed from per-player logit contributions.
 
     logits(S) = base + sum_{i in S} D_i with base = b + sum_i L0_i, D_i = sum over the
-    player's cells of L_c - L0_c, all in float64. Values are float64 on the CPU.
+    player's cells of L_c - L0_c, all in float64. Values are float64 on the CPU; a
+    callable target (``game.objective``) is applied to these logits.
     """
 
     def __init__(self, game: LayerGame, head: PositionWiseHead):
@@ -282,13 +283,19 @@ class FastLayerGame:
         self.gains = gains.T.contiguous()
         #: (K,): the logits of the empty coalition
         self.base = base
+        #: the classes the value reads (the softmax's, pruned for "prob")
+        self.classes = torch.arange(len(base))
+        if game.objective is None and self.value == "prob":
+            self._prune_softmax()
+
+    def _prune_softmax(self) -> None:
         t = self.target
         # an upper bound of logit_k - logit_t over all coalitions; prune hopeless classes
         relative = self.gains - self.gains[:, t : t + 1]
-        bound = (base - base[t]) + relative.clamp(min=0).sum(dim=0)
+        bound = (self.base - self.base[t]) + relative.clamp(min=0).sum(dim=0)
         self.classes = torch.nonzero(bound > -PRUNE_MARGIN).flatten()
         self._rel_gains = relative[:, self.classes].contiguous()
-        self._rel_base = (base - base[t])[self.classes]
+        self._rel_base = (self.base - self.base[t])[self.classes]
         # exp() of float64 overflows only above 709: below that, skip logsumexp's max pass
         self._plain_sum = float(bound.max()) < 700
 
@@ -306,6 +313,8 @@ class FastLayerGame:
                 f"coalitions must be a bool tensor (B, {self.n_players}); "
                 f"got {tuple(coalitions.shape)}"
             )
+        if self.game.objective is not None:
+            return callable_scores(self.game.objective, self.logits(coalitions))
         present = coalitions.cpu().double()
         if self.value == "logit":
             return self.base[self.target] + present @ self.gains[:, self.target]

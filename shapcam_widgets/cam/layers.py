@@ -1,6 +1,8 @@
 """Finding a network's spatial layers and cutting the network at one of them."""
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -9,49 +11,117 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 from ..errors import ShapCAMError
 
+#: Modules that only pool or pass a map along: never the default layer.
+PASS_THROUGH = (
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Flatten,
+)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block; restore every module's own mode after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
 
 def spatial_layers(model: nn.Module, input_size: int | tuple[int, int] = 224) -> dict:
     """Names of the modules whose output is N x C x h x w with h * w > 1, mapped to (C, h, w).
 
-    Measured with one forward pass of a zero image of ``input_size`` pixels, in the
-    order the modules run. The model's own module (name "") is left out.
+    Measured with one forward pass (eval mode) of a zero image of ``input_size`` pixels,
+    in the order their first outputs appear. The model's own module (name "") is left out.
     """
+    return {name: shape for name, shape, _ in _spatial_outputs(model, input_size)}
+
+
+def default_layer(model: nn.Module, input_size: int | tuple[int, int] = 224) -> str:
+    """The last spatial layer before the global pool: the module whose N x C x h x w output
+    (h * w > 1) is computed last in a forward pass, pools, identities, dropouts left out.
+
+    The outermost such module: "layer4" for a torchvision ResNet, "features" for VGG,
+    DenseNet, MobileNet, EfficientNet and ConvNeXt, "bn2" (the head convolution's map)
+    for timm's EfficientNets.
+    """
+    modules = dict(model.named_modules())
+    finished = [
+        (order, name)
+        for name, _, order in _spatial_outputs(model, input_size)
+        if order >= 0 and not isinstance(modules[name], PASS_THROUGH)
+    ]
+    if not finished:
+        raise ShapCAMError(
+            "the model has no spatial layer (output N x C x h x w with h * w > 1) at "
+            f"{input_size} px: name a layer"
+        )
+    return max(finished)[1]
+
+
+def _spatial_outputs(model: nn.Module, input_size: int | tuple[int, int]) -> list:
+    """(name, (C, h, w), when it last output a spatial map or -1) of each spatial module,
+    in the order of their first spatial outputs."""
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-    device = next(model.parameters()).device
     shapes: dict[str, tuple[int, int, int]] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if name:
-            hooks.append(module.register_forward_hook(_shape_recorder(name, shapes)))
+    finished: dict[str, int] = {}
+    clock = itertools.count()
+
+    def recorder(name: str) -> Callable:
+        def record(_module, _inputs, output):
+            spatial = isinstance(output, torch.Tensor) and output.dim() == 4
+            if spatial and output.shape[2] * output.shape[3] > 1:
+                shapes.setdefault(name, tuple(output.shape[1:]))
+                finished[name] = next(clock)
+            else:  # a module used again after the pool is not the last spatial layer
+                finished.pop(name, None)
+
+        return record
+
+    hooks = [
+        module.register_forward_hook(recorder(name))
+        for name, module in model.named_modules()
+        if name
+    ]
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, height, width, device=device))
+        with torch.no_grad(), eval_mode(model):
+            model(torch.zeros(1, 3, height, width, device=model_device(model)))
     finally:
         for hook in hooks:
             hook.remove()
-    return shapes
+    return [(name, shape, finished.get(name, -1)) for name, shape in shapes.items()]
 
 
-def _shape_recorder(name: str, shapes: dict) -> Callable:
-    def record(_module, _inputs, output):
-        if (
-            isinstance(output, torch.Tensor)
-            and output.dim() == 4
-            and output.shape[2] * output.shape[3] > 1
-            and name not in shapes
-        ):
-            shapes[name] = tuple(output.shape[1:])
-
-    return record
-
-
-def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
-    """The ``named_modules()`` name of ``layer`` (a name or a module of ``model``)."""
+def resolve_layer(model: nn.Module, layer: str | nn.Module | None) -> str:
+    """The ``named_modules()`` name of ``layer``: a name, a module of ``model``, or None
+    for ``default_layer(model)``."""
+    if layer is None:
+        return default_layer(model)
     names = {module: name for name, module in model.named_modules() if name}
     if isinstance(layer, nn.Module):
         if layer not in names:
             raise ShapCAMError("the layer module given is not a submodule of the model")
         return names[layer]
+    if layer == "":
+        raise ShapCAMError(
+            "layer '' names the whole model, not a layer: name a spatial layer, or leave "
+            f"layer=None for the last one ({default_layer(model)!r}). {describe_layers(model)}"
+        )
     if layer not in names.values():
         raise ShapCAMError(f"unknown layer {layer!r}. {describe_layers(model)}")
     return layer
@@ -94,20 +164,22 @@ class SplitNetwork:
     """
 
     def __init__(self, model: nn.Module, layer: str):
-        self.model = model.eval()
+        self.model = model
         self.layer = layer
         self.module = dict(model.named_modules())[layer]
         try:
-            self._prefix, self._tail = _cut_graph(model, layer)
+            with eval_mode(model):  # the eval graph (timm bakes self.training into F.dropout)
+                self._prefix, self._tail, self._per_image = _cut_graph(model, layer)
             self.path = "fx"
         except ShapCAMError:
             raise
         except Exception:  # any tracing failure means: use the hook path
             self._prefix = self._tail = None
+            self._per_image = (True,)
             self.path = "hook"
 
     def prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """(activation 1 x C x h x w, context) for one image x (1 x 3 x H x W)."""
+        """(activations N x C x h x w, context) for N images x (N x 3 x H x W)."""
         if self.path == "fx":
             activation, *context = self._prefix(x)
             return activation, tuple(context)
@@ -119,14 +191,25 @@ class SplitNetwork:
             hook.remove()
         return captured[0], (x,)
 
+    def select(self, context: tuple, index: int) -> tuple:
+        """The context of image ``index`` of a batch's ``prefix`` (per-image tensors sliced)."""
+        return tuple(
+            value[index : index + 1] if per_image else value
+            for value, per_image in zip(context, self._per_image, strict=True)
+        )
+
     def tail(self, activations: torch.Tensor, context: tuple) -> torch.Tensor:
-        """Logits (B x K) for a batch of activations (B x C x h x w)."""
+        """Logits (B x K) for B activations (B x C x h x w), of one image or of B images."""
         batch = len(activations)
+        context = tuple(
+            _expand(value, batch) if per_image else value
+            for value, per_image in zip(context, self._per_image, strict=True)
+        )
         if self.path == "fx":
-            return self._tail(activations, *(_expand(value, batch) for value in context))
+            return self._tail(activations, *context)
         hook = self.module.register_forward_hook(lambda _m, _i, _out: activations)
         try:
-            return self.model(_expand(context[0], batch))
+            return self.model(context[0])
         finally:
             hook.remove()
 
@@ -137,7 +220,8 @@ def _expand(value, batch: int):
     return value
 
 
-def _cut_graph(model: nn.Module, layer: str) -> tuple[GraphModule, GraphModule]:
+def _cut_graph(model: nn.Module, layer: str) -> tuple[GraphModule, GraphModule, tuple]:
+    """(prefix, tail, which context values depend on the input image)."""
     tracer_kwargs = _tracer_kwargs()
     _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
     traced = create_feature_extractor(
@@ -150,9 +234,12 @@ def _cut_graph(model: nn.Module, layer: str) -> tuple[GraphModule, GraphModule]:
     activation, logits = returned["activation"], returned["logits"]
 
     downstream: set[Node] = {activation}
+    per_image: set[Node] = set()
     for node in nodes:
         if any(arg in downstream for arg in node.all_input_nodes):
             downstream.add(node)
+        if node.op == "placeholder" or any(arg in per_image for arg in node.all_input_nodes):
+            per_image.add(node)
     if logits not in downstream:
         raise ShapCAMError(f"layer {layer!r} does not feed the classifier output")
     tail_nodes = [node for node in nodes if node in downstream and node is not activation]
@@ -179,4 +266,5 @@ def _cut_graph(model: nn.Module, layer: str) -> tuple[GraphModule, GraphModule]:
     prefix = GraphModule(traced, prefix_graph)
     prefix.graph.eliminate_dead_code()
     prefix.recompile()
-    return prefix, GraphModule(traced, tail_graph)
+    per_image_context = tuple(node in per_image for node in context)
+    return prefix, GraphModule(traced, tail_graph), per_image_context

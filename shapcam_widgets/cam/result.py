@@ -56,13 +56,17 @@ class ShapCAMResult:
         phi.sum() == v_full - v_empty.
     n_orderings, n_evaluations: orderings walked (0 when exact) and value evaluations.
     input_size: (H, W) of the network input, the size ``upsample`` returns by default.
+    target, value: the class index and "prob" or "logit"; None and "callable" when the
+        target was a callable on the logits.
+    path: "fast" or "general"; fast_path_reason: why the fast path did not run ("" when
+        it did); precision_check: the reduced-precision comparison (None without one).
     """
 
     phi: np.ndarray
     stderr: np.ndarray
     v_full: float
     v_empty: float
-    target: int
+    target: int | None
     layer: str
     value: str
     baseline: str
@@ -75,6 +79,8 @@ class ShapCAMResult:
     input_size: tuple[int, int]
     path: str
     seconds: float
+    fast_path_reason: str = ""
+    precision_check: dict | None = None
 
     def cell_map(self) -> np.ndarray:
         """(h, w) map: each cell carries the value of its block."""

@@ -8,6 +8,7 @@ import argparse
 import shlex
 import sys
 
+from ..cam import BASELINES, VALUES
 from ..models import DEFAULT_LAYER, MODELS
 from .methods import METHODS
 
@@ -70,10 +71,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         choices=("label", "predicted"),
         help="explain the ground-truth class (default) or the predicted one",
     )
-    parser.add_argument("--value", default="prob", choices=("prob", "logit"), help="Shap-CAM value")
-    parser.add_argument(
-        "--baseline", default="zero", choices=("zero", "mean", "blur"), help="Shap-CAM baseline"
-    )
+    parser.add_argument("--value", default="prob", choices=VALUES, help="Shap-CAM value")
+    parser.add_argument("--baseline", default="zero", choices=BASELINES, help="Shap-CAM baseline")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed: Shap-CAM, random maps, bootstrap"
     )

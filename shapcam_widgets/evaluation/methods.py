@@ -86,17 +86,17 @@ def make_method(
     ``max_stderr`` (in units of the value) and ``path``.
     """
     if name in ("shapcam", "shapcam_logit"):
-        explainer = ShapCAM(
-            model,
-            layer,
-            value="logit" if name == "shapcam_logit" else value,
-            baseline=baseline,
-            block_size=block_size,
-            device=device,
-        )
+        explainer = ShapCAM(model, layer, device=device)
+        options = {
+            "value": "logit" if name == "shapcam_logit" else value,
+            "baseline": baseline,
+            "block_size": block_size,
+        }
 
         def shapcam(x, target, seed):
-            result = explainer.attribute(x, target, n_samples=samples, seed=seed, tol=tol)
+            result = explainer.attribute(
+                x, target, n_samples=samples, seed=seed, tol=tol, **options
+            )
             info = {
                 "n_orderings": result.n_orderings,
                 "max_stderr": float(result.stderr.max()),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..cam.layers import eval_mode
 from ..errors import ShapCAMError
 
 #: name shown -> pytorch_grad_cam class name. Score-CAM runs one forward pass per
@@ -47,6 +48,7 @@ def compare(
     try:  # Score-CAM reports progress with tqdm on stderr: keep that out of the notebook
         with (
             contextlib.redirect_stderr(io.StringIO()),
+            eval_mode(model),  # pytorch-grad-cam sets eval mode and leaves it so
             getattr(pytorch_grad_cam, METHODS[method])(model=model, target_layers=[module]) as cam,
         ):
             if method == "Score-CAM":

@@ -4,7 +4,7 @@ from dataclasses import dataclass, fields
 
 import ipywidgets as w
 
-from ..cam import BASELINES
+from ..cam import BASELINES, VALUES
 
 #: Sample counts on the log slider: 1, 2, 4, ..., 4096 orderings.
 SAMPLE_STEPS = tuple(2**k for k in range(13))
@@ -84,8 +84,8 @@ def build_controls(
             style=WIDE,
         ),
         seed=w.BoundedIntText(description="seed", value=0, min=0, max=2**31 - 1, style=WIDE),
-        value=toggles("value", [("prob", "prob"), ("logit", "logit")], "prob"),
-        baseline=toggles("baseline", list(BASELINES), "zero"),
+        value=toggles("value", list(VALUES), VALUES[0]),
+        baseline=toggles("baseline", list(BASELINES), BASELINES[0]),
         display=toggles("display", [("signed", "signed"), ("positive", "positive")], "signed"),
         opacity=w.FloatSlider(
             description="opacity",

@@ -1,9 +1,9 @@
 """The explorer's computations, with no widgets in them: images, predictions, games.
 
-Everything here is cached: pictures and predictions per image; one ``ShapCAM`` per
-(layer, value, baseline, block size); one ``Entry`` (the game, its sampler and the
-estimates recorded so far) per (image, layer, block size, class, value, baseline, seed).
-More orderings extend an entry's sampler; they never start it over.
+Everything here is cached: pictures and predictions per image; one ``ShapCAM`` (one
+trace of the network) per layer; one ``Entry`` (an anytime ``Explanation`` and the maps
+recorded so far) per (image, layer, block size, class, value, baseline, seed). More
+orderings refine an entry's explanation; they never start it over.
 """
 
 import time
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from ..cam import ShapCAM, ShapCAMResult
+from ..cam import Explanation, ShapCAM, ShapCAMResult
+from ..cam.layers import eval_mode
 from ..errors import ShapCAMError
-from ..games import PermutationSampler, ShapleyEstimate
 from ..models import Preprocess
 
 #: Orderings walked before the first map is drawn; each later step doubles the count.
@@ -59,31 +59,23 @@ class Settings:
 
 @dataclass
 class Entry:
-    """One game, its sampler and the estimate after each refinement step."""
+    """One explanation and its map after each refinement step."""
 
-    cam: ShapCAM
-    game: object
-    sampler: PermutationSampler
-    seed: int
-    path: str  # "fast" or "general"
-    history: list[ShapleyEstimate] = field(default_factory=list)
-    seconds: float = 0.0
+    explanation: Explanation
+    history: list[ShapCAMResult] = field(default_factory=list)
     per_ordering: float = 0.0
 
-    def estimate_at(self, n_samples: int) -> ShapleyEstimate | None:
-        """The recorded estimate with the most orderings, at most ``n_samples`` (rounded up
-        to a pair when sampling is antithetic); None before the first step."""
-        limit = n_samples + (n_samples % 2 if self.sampler.antithetic else 0)
-        fitting = [e for e in self.history if e.n_orderings <= limit]
-        return fitting[-1] if fitting else None
+    @property
+    def seconds(self) -> float:
+        """Set-up and sampling time so far."""
+        return self.explanation.seconds
 
     def result(self, n_samples: int) -> ShapCAMResult | None:
-        estimate = self.estimate_at(n_samples)
-        if estimate is None:
-            return None
-        return self.cam.result(
-            self.game, estimate, seed=self.seed, seconds=self.seconds, path=self.path
-        )
+        """The recorded map with the most orderings, at most ``n_samples`` (rounded up to a
+        pair when sampling is antithetic); None before the first step."""
+        limit = n_samples + n_samples % 2
+        fitting = [r for r in self.history if r.n_orderings <= limit]
+        return fitting[-1] if fitting else None
 
 
 def auto_block_size(cells: tuple[int, int], max_players: int = AUTO_MAX_PLAYERS) -> int:
@@ -107,13 +99,13 @@ class Engine:
         device="auto",
         max_entries: int = 32,
     ):
-        self.model, self.preprocess, self.device = model.eval(), preprocess, device
+        self.model, self.preprocess, self.device = model, preprocess, device
         self.loaders = dict(images)
         self.max_entries = max_entries
         self._pictures: dict[str, Image.Image] = {}
         self._inputs: dict[str, torch.Tensor] = {}
         self._probs: dict[str, torch.Tensor] = {}
-        self._cams: dict[tuple, ShapCAM] = {}
+        self._cams: dict[str, ShapCAM] = {}
         self._entries: OrderedDict[tuple, Entry] = OrderedDict()
 
     def add_image(self, name: str, picture: Image.Image) -> None:
@@ -140,7 +132,7 @@ class Engine:
         if name not in self._probs:
             parameter = next(self.model.parameters())
             inputs = self.inputs(name).to(parameter.device)  # made outside inference mode
-            with torch.inference_mode():
+            with torch.inference_mode(), eval_mode(self.model):
                 logits = self.model(inputs)
             self._probs[name] = logits[0].float().softmax(0).cpu()
         return self._probs[name]
@@ -158,31 +150,27 @@ class Engine:
         block = settings.block_size or auto_block_size(cells)
         return Settings(**{**settings.__dict__, "target": target, "block_size": block})
 
-    def cam(self, layer: str, value: str, baseline: str, block_size: int) -> ShapCAM:
-        key = (layer, value, baseline, block_size)
-        if key not in self._cams:
-            self._cams[key] = ShapCAM(
-                self.model,
-                layer,
-                value=value,
-                baseline=baseline,
-                block_size=block_size,
-                device=self.device,
-            )
-        return self._cams[key]
+    def cam(self, layer: str) -> ShapCAM:
+        """The explainer of ``layer`` (one per layer: it serves every other setting)."""
+        if layer not in self._cams:
+            self._cams[layer] = ShapCAM(self.model, layer, device=self.device)
+        return self._cams[layer]
 
     def entry(self, settings: Settings) -> Entry:
-        """The cached game and sampler of fully resolved ``settings``."""
+        """The cached explanation of fully resolved ``settings``."""
         key = settings.key()
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        started = time.perf_counter()
-        cam = self.cam(settings.layer, settings.value, settings.baseline, settings.block_size)
-        game = cam.game(self.inputs(settings.image), settings.target)
-        sampler, path = cam.sampler(game, seed=settings.seed)
-        entry = Entry(cam, game, sampler, settings.seed, path=path)
-        entry.seconds = time.perf_counter() - started
+        explanation = self.cam(settings.layer).explain(
+            self.inputs(settings.image),
+            settings.target,
+            value=settings.value,
+            baseline=settings.baseline,
+            block_size=settings.block_size,
+            seed=settings.seed,
+        )
+        entry = Entry(explanation)
         self._entries[key] = entry
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -194,18 +182,18 @@ class Engine:
         n_samples: int,
         check: Check,
         progress: Callable[[int, int], None] | None = None,
-    ) -> Iterator[ShapleyEstimate]:
-        """Walk orderings until the entry has ``n_samples``; yield the estimate after each step.
+    ) -> Iterator[ShapCAMResult]:
+        """Walk orderings until the entry has ``n_samples``; yield the map after each step.
 
         Steps end at every power of two (so a smaller sample count later shows exactly the
-        estimate of that many orderings) and last at most about STEP_SECONDS, so that
-        ``check()``, called between steps, stops superseded work soon. Every step's
-        estimate is kept in ``entry.history``.
+        map of that many orderings) and last at most about STEP_SECONDS, so that
+        ``check()``, called between steps, stops superseded work soon. Every step's map
+        is kept in ``entry.history``.
         """
-        sampler = entry.sampler
-        while sampler.n_orderings < n_samples:
+        explanation = entry.explanation
+        while explanation.n_orderings < n_samples:
             check()
-            done = sampler.n_orderings
+            done = explanation.n_orderings
             goal = min(n_samples, max(FIRST_STEP, 1 << done.bit_length()))
             if entry.per_ordering:
                 goal = min(goal, done + max(2, int(STEP_SECONDS / entry.per_ordering)))
@@ -215,10 +203,8 @@ class Engine:
                     progress(min(base + step_done, n_samples), n_samples)
 
             started = time.perf_counter()
-            sampler.run(goal - done, progress=report)
+            result = explanation.refine(goal - done, progress=report)
             spent = time.perf_counter() - started
-            entry.seconds += spent
-            entry.per_ordering = spent / max(1, sampler.n_orderings - done)
-            estimate = sampler.estimate()
-            entry.history.append(estimate)
-            yield estimate
+            entry.per_ordering = spent / max(1, explanation.n_orderings - done)
+            entry.history.append(result)
+            yield result

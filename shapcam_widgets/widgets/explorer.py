@@ -6,7 +6,8 @@ import time
 
 import torch
 
-from ..cam import ShapCAMResult
+from ..cam import ShapCAMResult, default_layer
+from ..cam.layers import eval_mode
 from ..errors import ShapCAMError
 from ..models import DEFAULT_LAYER, Preprocess, imagenet_classes, load_model
 from . import render
@@ -46,8 +47,8 @@ class ShapCAMExplorer:
         a list of images (paths, PIL images, arrays).
     preprocess: image -> 1 x 3 x H x W tensor (default: Lite0's; ``Preprocess(224)`` for
         a model of your own).
-    layer: the layer shown first (default: the last MBConv stage for Lite0, else the last
-        offered layer with more than one cell).
+    layer: the layer shown first (default: the last MBConv stage for Lite0, else
+        ``default_layer(model)``, the last spatial layer before the global pool).
     layers: "blocks", "all" or a list of layer names to offer (see ``layer_choices``).
     class_names: one name per output (default: the ImageNet names for 1,000 outputs).
     imagenet: a folder of the ImageNet subset, None (``$SHAPCAM_IMAGENET`` or
@@ -55,7 +56,8 @@ class ShapCAMExplorer:
     n_samples: orderings at the start (a power of two, 1 to 4,096).
     background: compute in a worker thread, so the UI stays live (default). With False,
         every change computes before returning: for tests and book builds.
-    device: "auto" (CUDA when present), "cpu" or "cuda".
+    device: None (the model's own device; "auto" for the default model), "auto" (CUDA
+        when present), "cpu" or "cuda": the model is moved there.
 
     Display it as the last expression of a cell, or with ``display(explorer)``.
     ``explorer.set(...)`` changes several settings with one computation; ``wait()``
@@ -74,12 +76,13 @@ class ShapCAMExplorer:
         imagenet=None,
         n_samples: int = 64,
         background: bool = True,
-        device: str = "auto",
+        device: str | None = None,
     ):
         if model is None:
             model, default_preprocess = load_model("efficientnet_lite0")
             preprocess = preprocess or default_preprocess
             layer = layer or DEFAULT_LAYER
+            device = device or "auto"  # the explorer's own model may move to the GPU
         preprocess = preprocess or Preprocess(224)
         if n_samples not in SAMPLE_STEPS:
             raise ShapCAMError(f"n_samples must be one of {SAMPLE_STEPS}; got {n_samples}")
@@ -87,12 +90,12 @@ class ShapCAMExplorer:
         if not self._layers:
             raise ShapCAMError("the model has no spatial layer (output N x C x h x w)")
         if layer is None:
-            layer = [n for n, (_, h, wd) in self._layers.items() if h * wd > 1][-1]
+            layer = default_layer(model, preprocess.size)
         if layer not in self._layers:
             self._layers = {**self._layers, **layer_choices(model, preprocess.size, [layer])}
         images = catalogue(images, imagenet=imagenet)
         self.engine = Engine(model, preprocess, images, device=device)
-        with torch.inference_mode():
+        with torch.inference_mode(), eval_mode(model):
             parameter = next(model.parameters())
             probe = torch.zeros(1, 3, preprocess.size, preprocess.size, device=parameter.device)
             n_classes = model(probe).shape[-1]
@@ -142,7 +145,7 @@ class ShapCAMExplorer:
         return None if error is None else str(error)
 
     def history(self) -> list:
-        """The estimates recorded so far for the shown settings (one per refinement step)."""
+        """The maps recorded so far for the shown settings (one per refinement step)."""
         return list(self._entry.history) if self._settings else []
 
     def busy(self) -> bool:
@@ -313,16 +316,16 @@ class ShapCAMExplorer:
         self._settings, self._entry = resolved, entry
         n = settings.n_samples
         self.panels.progress.max = n
-        self.panels.progress.value = min(entry.sampler.n_orderings, n)
+        self.panels.progress.value = min(entry.explanation.n_orderings, n)
         shown = entry.result(n)
         if shown is not None:
             self._show(picture, entry, shown, view, "refining")
         else:
             self.panels.overlay.value = render.picture_png(picture, "sampling orderings...")
         last = last_full = time.perf_counter()
-        for _estimate in engine.refine(entry, n, check, self._progress):
+        for _ in engine.refine(entry, n, check, self._progress):
             now = time.perf_counter()
-            if entry.sampler.n_orderings >= n:
+            if entry.explanation.n_orderings >= n:
                 break  # drawn in full below
             if shown is None or now - last >= RENDER_INTERVAL:
                 full = shown is None or now - last_full >= FULL_RENDER_INTERVAL
@@ -357,8 +360,8 @@ class ShapCAMExplorer:
             self.panels.efficiency.value = _efficiency_html(result)
             if full:
                 self.panels.stderr.value = render.stderr_png(result)
-                history = [e for e in entry.history if e.n_orderings <= result.n_orderings]
-                self.panels.convergence.value = render.convergence_png(history, result.phi.shape[1])
+                history = [r for r in entry.history if r.n_orderings <= result.n_orderings]
+                self.panels.convergence.value = render.convergence_png(history)
             self._drawn = drawn if full else None
         self._result = result
         self._status(

@@ -7,7 +7,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..cam import ShapCAMResult
-from ..games import ShapleyEstimate
 
 DPI = 80
 
@@ -62,16 +61,17 @@ def stderr_png(result: ShapCAMResult) -> bytes:
     return _png(figure)
 
 
-def convergence_png(history: list[ShapleyEstimate], columns: int, top: int = 5) -> bytes:
-    """Left: the estimates of the ``top`` largest cells (+- 2 SE) against orderings.
-    Players are numbered row by row on a grid ``columns`` wide.
-    Right: mean and largest standard error against orderings, with a 1/sqrt(m) guide."""
+def convergence_png(history: list[ShapCAMResult], top: int = 5) -> bytes:
+    """Left: the estimates of the ``top`` largest cells (+- 2 SE) against orderings, from
+    the maps of one explanation after each step. Right: mean and largest standard error
+    against orderings, with a 1/sqrt(m) guide."""
     figure = _figure(7.2, 3.4)
     left = figure.add_axes((0.09, 0.15, 0.38, 0.72))
     right = figure.add_axes((0.6, 0.15, 0.38, 0.72))
-    counts = np.array([e.n_orderings for e in history])
-    values = np.stack([e.values.numpy() for e in history])
-    errors = np.stack([e.stderr.numpy() for e in history])
+    counts = np.array([r.n_orderings for r in history])
+    values = np.stack([r.phi.ravel() for r in history])
+    errors = np.stack([r.stderr.ravel() for r in history])
+    columns = history[-1].phi.shape[1]
     order = np.argsort(-np.abs(values[-1]))[:top]
     for player in order:
         (line,) = left.plot(
