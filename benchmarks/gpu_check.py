@@ -122,6 +122,27 @@ def measure_raw_forward(model, images, layer, batch, evaluations, device) -> flo
     return statistics.median(rates)
 
 
+def _write(out, device, dataset, entries) -> dict:
+    """Write the report so far (after each scenario: a run cut short keeps what it has)."""
+    report = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "tf32": {
+            "cudnn": torch.backends.cudnn.allow_tf32,
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+        },
+        "python": platform.python_version(),
+        "images": [sample.image_id for sample in dataset.samples[1:]],
+        "warm_up_image": dataset.samples[0].image_id,
+        "settings": "EfficientNet-Lite0, value prob, baseline zero, label class, antithetic",
+        "ratio_to_raw_forward": "explainer's evaluations per second / raw tail forward's",
+        "scenarios": entries,
+    }
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="ImageNet LOC folder (as shapcam evaluate)")
@@ -160,6 +181,7 @@ def main(argv=None) -> dict:
         entry["raw_forward_evaluations_per_second"] = raw
         entry["ratio_to_raw_forward"] = entry["evaluations_per_second"] / raw
         entries.append(entry)
+        _write(args.out, device, dataset, entries)
         print(
             f"{name:<24} {entry['seconds_per_image']:8.4f} s/image "
             f"{entry['evaluations_per_second']:10.0f} eval/s "
@@ -167,18 +189,7 @@ def main(argv=None) -> dict:
             f"batch {entry['batch_size']} peak {entry['peak_memory_mib']} MiB",
             flush=True,
         )
-    report = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "images": [sample.image_id for sample in dataset.samples[1:]],
-        "warm_up_image": dataset.samples[0].image_id,
-        "settings": "EfficientNet-Lite0, value prob, baseline zero, label class, antithetic",
-        "ratio_to_raw_forward": "explainer's evaluations per second / raw tail forward's",
-        "scenarios": entries,
-    }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    report = _write(args.out, device, dataset, entries)
     print(f"wrote {args.out}")
     return report
 

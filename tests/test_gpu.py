@@ -16,8 +16,13 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def lite0_and_cat(lite0, chelsea):
+    """Full float32 on the GPU: TF32 convolutions and matmuls (PyTorch's cuDNN default)
+    move v(full) by about 5e-4 on Lite0, which is rounding of another kind."""
     model, preprocess = lite0
-    return model, preprocess(chelsea)
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield model, preprocess(chelsea)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 @pytest.mark.parametrize(("layer", "path"), [("blocks.5", "general"), ("blocks.6", "fast")])
