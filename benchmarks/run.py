@@ -29,14 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # ScoreCAM prints a progress bar per batch
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from shapcam_widgets.cam import ShapCAM  # noqa: E402
-from shapcam_widgets.games import exact_shapley  # noqa: E402
+from shapcam_widgets.cam import ShapCAM
+from shapcam_widgets.evaluation.methods import make_method
+from shapcam_widgets.games import exact_shapley
 
 HERE = Path(__file__).resolve().parent
 LAST_STAGE, STAGE_14 = "blocks.6", "blocks.4"
@@ -260,18 +259,9 @@ def shapcam_runner(explainer: ShapCAM, image, target, n_samples: int, **options)
 
 
 def grad_cam_runner(model, layer: str, image, target, kind: str):
-    from pytorch_grad_cam import GradCAM, ScoreCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    module = dict(model.named_modules())[layer]
-    method = {"GradCAM": GradCAM, "ScoreCAM": ScoreCAM}[kind]
-
-    def run(_seed: int) -> np.ndarray:
-        with method(model=model, target_layers=[module]) as cam:
-            cam.batch_size = 64
-            return cam(input_tensor=image, targets=[ClassifierOutputTarget(target)])[0]
-
-    return run
+    """pytorch-grad-cam's GradCAM or ScoreCAM (batch 64), through the evaluation's maker."""
+    maker = make_method(kind.lower(), model, layer, scorecam_batch_size=64)
+    return lambda seed: maker(image, target, seed)
 
 
 def tune_ppe(explainer, image, target, choices, device) -> tuple[int, dict]:
