@@ -10,7 +10,8 @@ from torch import nn
 
 from shapcam_widgets import ShapCAMError
 from shapcam_widgets.cam import BASELINES, VALUES, ShapCAM, choose_device, shapcam
-from shapcam_widgets.cam.fastpath import FastLayerGame, find_position_wise_head
+from shapcam_widgets.cam.fastpath import FastLayerGame
+from shapcam_widgets.cam.structure import find_position_wise_head
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_training_mode_batch_norm_is_not_position_wise():
     )
     explainer = ShapCAM(model, "0", device="cpu")
     assert explainer.head is not None
-    for module in explainer.network._tail.modules():
+    for module in explainer.network.tail_module.modules():
         module.train()
     head, reason = find_position_wise_head(explainer.network)
     assert head is None and "mixes cells" in reason

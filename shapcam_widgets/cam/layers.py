@@ -178,6 +178,12 @@ class SplitNetwork:
             self._per_image = (True,)
             self.path = "hook"
 
+    @property
+    def tail_module(self) -> GraphModule | None:
+        """The network after the layer as a torch.fx GraphModule (activation, *context) ->
+        logits; None when the model did not trace (``path == "hook"``)."""
+        return self._tail
+
     def prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         """(activations N x C x h x w, context) for N images x (N x 3 x H x W)."""
         if self.path == "fx":

@@ -13,17 +13,19 @@ from torch import nn
 from ..errors import ShapCAMError
 from ..games import MAX_EXACT_PLAYERS, PermutationSampler, exact_shapley
 from ..games.sampling import Progress, check_count, check_seed
-from .fastpath import FastLayerGame, fast_batch_size, find_position_wise_head
+from .fastpath import FastLayerGame, fast_batch_size
 from .game import LayerGame, Target, layer_games
 from .layers import SplitNetwork, eval_mode, model_device, resolve_layer
+from .localpath import LocalLayerGame, local_batch_size
 from .result import ShapCAMResult
+from .structure import find_local_tail, find_position_wise_head
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes of extra memory per batch of coalitions
 #: On the CPU, batches whose tail outputs stay near cache size run fastest (measured on
 #: EfficientNet-Lite0: 0.4 ms per coalition at 16 per batch, 0.7 ms at 512).
 CPU_BATCH_BYTES = 16 * 2**20
 CPU_MIN_BATCH = 8  # below this, per-call overhead dominates (1.4x slower at 1 per call)
-PATHS = ("auto", "fast", "general")
+PATHS = ("auto", "fast", "local", "general")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: largest |reduced - float32| difference of values accepted (times max(1, |value|)).
 PRECISION_TOL = 1e-2
@@ -48,7 +50,7 @@ class _Plan:
 
     value_fn: Callable[[torch.Tensor], torch.Tensor]
     batch_size: int
-    path: str  # "fast" or "general"
+    path: str  # "fast", "local" or "general"
     fast_path_reason: str  # "" when the fast path runs
     precision_check: dict | None
 
@@ -70,16 +72,20 @@ class ShapCAM:
     device: None runs on the model's own device (its first parameter's); "cpu", "cuda"
         or "auto" (CUDA when present) move the model there (``model.to(device)``).
     path: "auto" uses the structured fast path when the network after ``layer`` is
-        position-wise up to a global average pool and a linear classifier (METHOD.md
-        section 3), the general path otherwise; "fast" insists on it (error if the
-        structure is missing), "general" always runs the network's tail per coalition.
-        ``fast_path_reason`` says why the structure is missing ("" when it is there);
+        position-wise up to a global average pool and a linear classifier (the CAM
+        identity), else the local path when it is position-wise, then local (stride-1
+        convolutions), then position-wise up to the same pool and classifier (only the
+        cells near the added one are recomputed along an ordering), else the general
+        path; "fast" and "local" insist on theirs (error if the structure is missing),
+        "general" always runs the network's tail per coalition. ``fast_path_reason``
+        and ``local_path_reason`` say why a structure is missing ("" when it is there);
         each result's ``path`` and ``fast_path_reason`` say what ran for that image.
     precision: "float32", or "bfloat16" / "float16" to run the general path's tail under
         autocast (meant for GPUs). Each image first compares a few coalitions against
         float32 and falls back to float32, with a warning, when they differ by more than
         ``PRECISION_TOL``; the result's ``precision_check`` records the comparison. The
-        fast path ignores it: it works in float64 from per-cell logits computed once.
+        fast path ignores it (it works in float64 from per-cell logits computed once),
+        and so does the local path (float32, with float64 sums).
     memory_budget: bytes of extra memory one batch of coalitions may use.
     """
 
@@ -111,8 +117,11 @@ class ShapCAM:
         self.path, self.precision = path, precision
         with eval_mode(model):  # the structure as it is in eval mode (batch norms)
             self.head, self.fast_path_reason = find_position_wise_head(self.network)
+            self.local_tail, self.local_path_reason = find_local_tail(self.network)
         if path == "fast" and self.head is None:
             raise ShapCAMError(f"no fast path for layer {self.layer!r}: {self.fast_path_reason}")
+        if path == "local" and self.local_tail is None:
+            raise ShapCAMError(f"no local path for layer {self.layer!r}: {self.local_path_reason}")
 
     def game(
         self,
@@ -231,7 +240,7 @@ class ShapCAM:
         against the network's tail passes (under path="auto" a failed check falls back to
         the general path), else the general path, under autocast when asked for."""
         reason = self.fast_path_reason
-        if self.head is not None and self.path != "general":
+        if self.head is not None and self.path in ("auto", "fast"):
             try:
                 fast = FastLayerGame(game, self.head)
                 fast.check()
@@ -241,8 +250,19 @@ class ShapCAM:
                 reason = str(error)
             else:
                 return _Plan(fast, fast_batch_size(fast, self.memory_budget), "fast", "", None)
-        elif self.path == "general":
-            reason = "path='general' was asked for"
+        elif self.path in ("general", "local"):
+            reason = f"path={self.path!r} was asked for"
+        if self.local_tail is not None and self.path in ("auto", "local"):
+            try:
+                local = LocalLayerGame(game, self.local_tail, self._batch_size(game))
+                local.check()
+            except ShapCAMError:
+                if self.path == "local":
+                    raise
+            else:
+                cpu = self.device.type == "cpu"
+                batch = local_batch_size(game, local, self.memory_budget, cpu)
+                return _Plan(local, batch, "local", reason, None)
         value_fn, check = game, None
         if self.precision != "float32":
             value_fn, check = self._reduced_precision(game)

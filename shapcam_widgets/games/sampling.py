@@ -42,7 +42,9 @@ class PermutationSampler:
 
     Parameters
     ----------
-    value_fn: maps a bool tensor (B, n) of coalitions to B values.
+    value_fn: maps a bool tensor (B, n) of coalitions to B values. A value function with
+        a ``walk(orders)`` method (K x n orderings -> K x (n - 1) values of the coalitions
+        after 1 .. n-1 players) is walked ordering by ordering instead (the local path).
     n_players: n.
     antithetic: walk each random ordering together with its reverse; the pair's mean
         marginals form one sample of the standard error.
@@ -128,15 +130,18 @@ class PermutationSampler:
         rank = torch.empty_like(orders).scatter_(1, orders, positions.expand(n_orders, n))
         # coalition after the first t players of each ordering, t = 1 .. n-1
         steps = positions[1:]
-        masks = (rank[:, None, :] < steps[None, :, None]).reshape(-1, n)
-        inner = (
-            torch.cat(
-                [self.value_fn(chunk).double().cpu() for chunk in masks.split(self.batch_size)]
+        if hasattr(self.value_fn, "walk"):  # a value function that follows orderings itself
+            inner = self.value_fn.walk(orders).double().cpu().reshape(-1)
+        else:
+            masks = (rank[:, None, :] < steps[None, :, None]).reshape(-1, n)
+            inner = (
+                torch.cat(
+                    [self.value_fn(chunk).double().cpu() for chunk in masks.split(self.batch_size)]
+                )
+                if len(masks)
+                else torch.empty(0, dtype=torch.float64)
             )
-            if len(masks)
-            else torch.empty(0, dtype=torch.float64)
-        )
-        self.n_evaluations += len(masks)
+        self.n_evaluations += n_orders * (n - 1)
         chain = torch.cat(
             [
                 torch.full((n_orders, 1), self.v_empty, dtype=torch.float64),

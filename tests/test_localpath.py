@@ -1,0 +1,116 @@
+"""The local path: same orderings and estimates as the general path, found from the graph."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shapcam_widgets import ShapCAM, ShapCAMError
+from shapcam_widgets.cam.structure import find_local_tail
+
+
+class LocalTailNet(nn.Module):
+    """stem -> "layer" (8 x 6 x 6) -> 1x1 expand + BN + ReLU -> ``spatial`` (3x3 by default)
+    -> BN + ReLU -> 1x1 project -> GAP -> linear."""
+
+    def __init__(self, spatial: nn.Module | None = None):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.layer = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.expand = nn.Sequential(nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.spatial = spatial or nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.after = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU6(), nn.Conv2d(16, 12, 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.after(self.spatial(self.expand(self.layer(self.stem(x)))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def _net(spatial=None) -> nn.Module:
+    torch.manual_seed(0)
+    model = LocalTailNet(spatial)
+    for module in model.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+IMAGE = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+SPATIAL = {
+    "3x3 depthwise": None,
+    "dilated 3x3 (radius 2)": nn.Conv2d(16, 16, 3, padding=2, dilation=2),
+    "two 3x3 (radius 2)": nn.Sequential(
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)
+    ),
+    "reflect-padded 5x5": nn.Conv2d(16, 16, 5, padding=2, padding_mode="reflect"),
+}
+
+
+@pytest.mark.parametrize("spatial", list(SPATIAL))
+@pytest.mark.parametrize(
+    ("value", "baseline", "block_size"),
+    [("prob", "zero", 1), ("logit", "mean", 2), ("prob", "blur", 1)],
+)
+def test_local_equals_general(spatial, value, baseline, block_size):
+    model = _net(SPATIAL[spatial])
+    results = {}
+    for path in ("general", "local"):
+        explainer = ShapCAM(model, "layer", path=path)
+        results[path] = explainer.attribute(
+            IMAGE, 3, value=value, baseline=baseline, block_size=block_size, n_samples=6, seed=2
+        )
+        assert results[path].path == path
+    general, local = results["general"], results["local"]
+    np.testing.assert_allclose(local.phi, general.phi, atol=1e-6)
+    np.testing.assert_allclose(local.stderr, general.stderr, atol=1e-6)
+    assert local.n_evaluations == general.n_evaluations
+    assert local.phi.sum() == pytest.approx(local.v_full - local.v_empty, abs=1e-6)
+
+
+def test_radius_and_parts_read_from_the_graph():
+    expected = {"3x3 depthwise": 1, "dilated 3x3 (radius 2)": 2, "two 3x3 (radius 2)": 2}
+    for name, radius in expected.items():
+        explainer = ShapCAM(_net(SPATIAL[name]), "layer")
+        assert explainer.local_tail is not None and explainer.local_tail.radius == radius
+        assert explainer.local_path_reason == ""
+    explainer = ShapCAM(_net(), "layer")
+    assert [n for n in explainer.local_tail.middle_nodes] == ["spatial"]
+
+
+def test_exact_enumeration_on_the_local_plan():
+    model = _net()
+    exact = {
+        path: ShapCAM(model, "layer", path=path).attribute(IMAGE, 1, block_size=2, exact=True)
+        for path in ("general", "local")
+    }
+    assert exact["local"].path == "local" and exact["local"].method == exact["general"].method
+    np.testing.assert_allclose(exact["local"].phi, exact["general"].phi, atol=1e-6)
+
+
+def test_reasons_when_there_is_no_local_path():
+    strided = _net(nn.Conv2d(16, 16, 3, stride=2, padding=1))
+    explainer = ShapCAM(strided, "layer")
+    assert explainer.local_tail is None and "'spatial'" in explainer.local_path_reason
+    assert "stride-1" in explainer.local_path_reason
+    with pytest.raises(ShapCAMError, match="no local path for layer 'layer'"):
+        ShapCAM(strided, "layer", path="local")
+    assert explainer.attribute(IMAGE, n_samples=2).path == "general"
+    position_wise = ShapCAM(_net(), "after")
+    assert "fast path applies" in position_wise.local_path_reason
+    assert position_wise.attribute(IMAGE, n_samples=2).path == "fast"
+
+
+def test_lite0_blocks5_is_local(lite0, chelsea):
+    model, preprocess = lite0
+    explainer = ShapCAM(model, "blocks.5")
+    tail = explainer.local_tail
+    assert tail is not None and tail.radius == 1 and tail.middle_nodes == ("blocks_6_0_conv_dw",)
+    assert find_local_tail(ShapCAM(model, "blocks.4").network)[0] is None
+    x = preprocess(chelsea)
+    local = explainer.attribute(x, n_samples=4, seed=5)
+    general = ShapCAM(model, "blocks.5", path="general").attribute(x, n_samples=4, seed=5)
+    assert local.path == "local"
+    np.testing.assert_allclose(local.phi, general.phi, atol=1e-5)
