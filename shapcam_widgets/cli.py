@@ -177,7 +177,7 @@ def explain(args: argparse.Namespace) -> dict:
     import matplotlib.pyplot as plt
 
     from .cam import ShapCAM
-    from .evaluation.runner import environment
+    from .evaluation.summary import environment
     from .models import DEFAULT_LAYER, imagenet_classes, load_image, load_model
 
     picture = load_image(args.image)

@@ -1,23 +1,9 @@
-"""Run the methods over a dataset, record per-image results, resume, merge, summarize.
+"""Run the methods over a dataset: the settings, the per-image loop, resume and shards.
 
-Files, for ``--out results.json``:
-
-- ``results.records.jsonl``: one JSON object per line. The first line is
-  ``{"config": {...}}`` (what the records depend on); then one record per (image,
-  method), or ``{"image_id": ..., "skipped": reason}`` for an image that could not be
-  read. Records are appended and flushed one at a time, so an interrupted run resumes
-  where it stopped; a run whose configuration differs from the file's is refused.
-- ``results.records.rank<r>.jsonl``: the same, written by process r of a multi-process
-  run (torchrun); merged into ``results.records.jsonl`` (in CSV order) and removed at the
-  end of the run, or by the next run of any size.
-- ``results.json``: the summary (means, bootstrap 95 % intervals, timing, environment);
-  ``results.csv``: one row per method.
+The records (files, reading, merging) are in ``records``; the summary in ``summary``.
 """
 
-import csv
-import json
 import os
-import platform
 import sys
 import time
 import zlib
@@ -34,16 +20,16 @@ from ..models import DEFAULT_LAYER
 from . import distributed, metrics
 from .data import ImageNetLOC
 from .methods import make_method, parse_methods
-
-#: The per-image metrics, with the summary key each one is averaged into.
-METRICS = (
-    "avg_drop",
-    "avg_increase",
-    "deletion_auc",
-    "insertion_auc",
-    "energy_pointing_game",
-    "pointing_game",
+from .records import (
+    RecordWriter,
+    merge_records,
+    read_records,
+    records_path,
+    shard_path,
+    shard_paths,
 )
+from .summary import summarize, write_summary
+
 TARGETS = ("label", "predicted")
 
 
@@ -97,76 +83,9 @@ class EvaluationConfig:
         }
 
 
-def records_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}.records.jsonl")
-
-
-def shard_path(out: Path, rank: int) -> Path:
-    return out.with_name(f"{out.stem}.records.rank{rank}.jsonl")
-
-
-def _shard_paths(out: Path) -> list[Path]:
-    return sorted(out.parent.glob(f"{out.stem}.records.rank*.jsonl"))
-
-
 def image_seed(seed: int, image_id: str) -> int:
     """A per-image seed: the same in every process and on every rerun."""
     return zlib.crc32(f"{seed}:{image_id}".encode()) & 0x7FFFFFFF
-
-
-def read_records(out: Path, config: EvaluationConfig) -> tuple[dict, dict]:
-    """({(image_id, method): record}, {image_id: skip record}) from all record files."""
-    done, skipped = {}, {}
-    for path in [records_path(out), *_shard_paths(out)]:
-        if not path.exists():
-            continue
-        with open(path) as handle:
-            for number, line in enumerate(handle):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    # a line cut short by an interruption: the next run redoes it
-                    continue
-                if "config" in record:
-                    if record["config"] != config.key():
-                        raise ShapCAMError(
-                            f"{path} holds records made with {record['config']}, not "
-                            f"{config.key()}: pass --fresh to start over, or another --out"
-                        )
-                elif "skipped" in record:
-                    skipped[record["image_id"]] = record
-                elif number == 0:
-                    raise ShapCAMError(f"{path} does not start with a config line")
-                else:
-                    done[(record["image_id"], record["method"])] = record
-    return done, skipped
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1)
-
-
-class _RecordWriter:
-    def __init__(self, path: Path, config: EvaluationConfig):
-        fresh = not path.exists() or path.stat().st_size == 0
-        cut = not fresh and _last_byte(path) != b"\n"
-        self.handle = open(path, "a")
-        if fresh:
-            self.write({"config": config.key()})
-        elif cut:  # an interrupted write: end that line, so that it stays the only bad one
-            self.handle.write("\n")
-
-    def write(self, record: dict) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 def score_map(model, x, raw_map, target, mask, step) -> dict:
@@ -214,7 +133,7 @@ def evaluate(
     if rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
         if fresh:
-            for path in [records_path(out), *_shard_paths(out)]:
+            for path in [records_path(out), *shard_paths(out)]:
                 path.unlink(missing_ok=True)
     distributed.barrier()
     done, skipped = read_records(out, config)
@@ -246,7 +165,7 @@ def evaluate(
         and any((sample.image_id, name) not in done for name in config.methods)
     ]
     mine = remaining[rank::world]
-    writer = _RecordWriter(records_path(out) if world == 1 else shard_path(out, rank), config)
+    writer = RecordWriter(records_path(out) if world == 1 else shard_path(out, rank), config)
     bar = tqdm(mine, desc="evaluate", unit="image", disable=not progress or rank != 0)
     try:
         for sample in bar:
@@ -309,184 +228,3 @@ def grid_of(raw_map: np.ndarray, cells: tuple[int, int]) -> list:
         torch.as_tensor(np.asarray(raw_map, dtype=np.float64))[None, None], cells
     )[0, 0]
     return [[float(f"{v:.5g}") for v in row] for row in pooled.tolist()]
-
-
-def merge_records(out: Path, dataset: ImageNetLOC, config: EvaluationConfig):
-    """Fold the shard files into the main records file (CSV order first); remove them."""
-    done, skipped = read_records(out, config)
-    order = {sample.image_id: i for i, sample in enumerate(dataset.samples)}
-    methods_order = {}
-    for _image_id, method in done:
-        methods_order.setdefault(method, len(methods_order))
-    lines = [{"config": config.key()}]
-    lines += sorted(skipped.values(), key=lambda r: order.get(r["image_id"], len(order)))
-    lines += [
-        done[key]
-        for key in sorted(
-            done, key=lambda k: (order.get(k[0], len(order)), k[0], methods_order[k[1]])
-        )
-    ]
-    path = records_path(out)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as handle:
-        for line in lines:
-            handle.write(json.dumps(line) + "\n")
-    os.replace(temporary, path)
-    for shard in _shard_paths(out):
-        shard.unlink()
-    return done, skipped
-
-
-def summarize(done, skipped, dataset, config, *, device=None, command=None) -> dict:
-    """The summary dict written to results.json.
-
-    The configured methods are summarized on the images that have records of all of
-    them (paired); a method found only in the records (added by an earlier run with other
-    ``--methods``, e.g. Score-CAM on the first images) on the images it has.
-    """
-    evaluated = [
-        sample
-        for sample in dataset.samples
-        if all((sample.image_id, name) in done for name in config.methods)
-    ]
-    found = dict.fromkeys(method for _, method in done)
-    methods = {}
-    for name in [*config.methods, *(m for m in found if m not in config.methods)]:
-        own = [s for s in dataset.samples if (s.image_id, name) in done]
-        samples = evaluated if name in config.methods else own
-        records = [done[(sample.image_id, name)] for sample in samples]
-        entry, ci = {}, {}
-        for metric in METRICS:
-            values = np.array([r[metric] for r in records], dtype=np.float64)
-            entry[metric] = float(values.mean()) if len(values) else None
-            low, high = metrics.bootstrap_ci(values, config.bootstrap, config.seed)
-            ci[metric] = [low, high] if len(values) else None
-        seconds = [r["seconds"] for r in records]
-        entry["seconds_per_image"] = float(np.mean(seconds)) if seconds else None
-        entry["n_images"] = len(records)
-        entry["images"] = "paired" if name in config.methods else "own"
-        entry["degenerate_maps"] = sum(r["degenerate_map"] for r in records)
-        entry["ci"] = ci
-        methods[name] = entry
-    first = [done[(s.image_id, config.methods[0])] for s in evaluated]
-    skipped_here = [
-        {"image_id": s.image_id, "reason": skipped[s.image_id]["skipped"]}
-        for s in dataset.samples
-        if s.image_id in skipped
-    ] + [{"image_id": image_id, "reason": reason} for image_id, reason in dataset.invalid]
-    return {
-        "model": config.model,
-        "layer": config.layer,
-        "n_images": len(evaluated),
-        "target": config.target,
-        "methods": methods,
-        "agreement": agreement(done, [s.image_id for s in evaluated]),
-        "top1_accuracy": (
-            float(np.mean([r["predicted"] == r["label"] for r in first])) if first else None
-        ),
-        "settings": {
-            **config.key(),
-            "methods": list(config.methods),
-            "bootstrap_resamples": config.bootstrap,
-            "ci_level": 0.95,
-            "step": config.step or "8 rows of the input per step",
-            "map_scaling": "ReLU, then min-max to [0, 1], for every method",
-            "units": "avg_drop and avg_increase in %, the others in 0-1",
-            "seconds_per_image": "wall time to make one map; the metrics are not counted",
-            "boxes": "union of all boxes of the image, mapped onto the model input grid",
-        },
-        "data": str(dataset.root),
-        "n_listed": len(dataset.samples) + len(dataset.invalid),
-        "n_skipped": len(skipped_here),
-        "skipped": skipped_here,
-        "environment": environment(device),
-        "command": command,
-    }
-
-
-#: Pairs of methods whose maps are compared image by image (Spearman's rank correlation
-#: of their cell grids), where both have records with grids.
-AGREEMENT_PAIRS = (
-    ("shapcam", "cam"),
-    ("shapcam", "gradcam"),
-    ("shapcam", "gradcampp"),
-    ("shapcam", "shapcam_logit"),
-    ("shapcam_logit", "cam"),
-    ("shapcam_logit", "gradcam"),
-    ("cam", "gradcam"),
-)
-
-
-def agreement(done: dict, image_ids: list[str]) -> dict:
-    """{"a vs b": median, quartiles and n of the per-image rank correlation of the grids}.
-
-    Images where either map is constant (no ranking) are left out and counted.
-    """
-    from scipy.stats import spearmanr
-
-    summary = {}
-    for a, b in AGREEMENT_PAIRS:
-        pairs = [
-            (done[(i, a)].get("grid"), done[(i, b)].get("grid"))
-            for i in image_ids
-            if (i, a) in done and (i, b) in done
-        ]
-        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-        if not pairs:
-            continue
-        rhos = []
-        for x, y in pairs:
-            x, y = np.ravel(x), np.ravel(y)
-            if np.ptp(x) > 0 and np.ptp(y) > 0:
-                rhos.append(float(spearmanr(x, y).statistic))
-        q1, median, q3 = np.percentile(rhos, [25, 50, 75]) if rhos else (None,) * 3
-        summary[f"{a} vs {b}"] = {
-            "median": None if median is None else float(median),
-            "quartiles": None if q1 is None else [float(q1), float(q3)],
-            "mean": float(np.mean(rhos)) if rhos else None,
-            "n_images": len(rhos),
-            "n_constant": len(pairs) - len(rhos),
-        }
-    return summary
-
-
-def environment(device=None) -> dict:
-    """Package versions and machine, for results.json."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {}
-    for name in ("shapcam-widgets", "torch", "torchvision", "timm", "grad-cam", "numpy"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    return {
-        "python": platform.python_version(),
-        "packages": packages,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
-        "world_size": distributed.rank_and_world()[1],
-    }
-
-
-def write_summary(out: Path, summary: dict) -> None:
-    """results.json (the summary, with the records file's name) and results.csv."""
-    summary = {**summary, "records": records_path(out).name}
-    temporary = out.with_name(out.name + ".tmp")
-    temporary.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(temporary, out)
-    with open(out.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        header = ["method", "n_images"]
-        for metric in METRICS:
-            header += [metric, f"{metric}_ci_low", f"{metric}_ci_high"]
-        writer.writerow([*header, "seconds_per_image"])
-        for name, entry in summary["methods"].items():
-            row = [name, entry["n_images"]]
-            for metric in METRICS:
-                row += [entry[metric], *(entry["ci"][metric] or [None, None])]
-            writer.writerow([*row, entry["seconds_per_image"]])
