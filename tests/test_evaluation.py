@@ -2,6 +2,7 @@
 runner (records, resume), and 2-process gloo sharding. Tiny models keep it fast."""
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -110,6 +111,35 @@ def test_reader_on_synthetic_folder(tmp_path, monkeypatch):
     assert ImageNetLOC(limit=1).root == root
     with pytest.raises(ShapCAMError, match="does not exist"):
         ImageNetLOC(tmp_path / "nowhere")
+
+
+def test_reader_names_csv_lines_and_drops_duplicate_rows(tmp_path):
+    """Issue 10 (3): a repeated ImageId is read once; rows left out say their line."""
+    root = make_loc(tmp_path / "loc")
+    csv = root / "LOC_val_solution.csv"
+    csv.write_text(csv.read_text() + "ILSVRC2012_val_00000002,n00000005 0 0 4 4\n")
+    data = ImageNetLOC(root)
+    assert len(data) == 6 and data.samples[1].synset == "n00000001"
+    assert data.duplicates == [
+        ("ILSVRC2012_val_00000002", "LOC_val_solution.csv line 9: the ImageId of line 3 again")
+    ]
+    assert data.invalid == [
+        (
+            "ILSVRC2012_val_99999999",
+            "LOC_val_solution.csv line 8: PredictionString is not a list of 'synset x1 y1 x2 y2'",
+        )
+    ]
+
+
+def test_reader_refuses_a_folder_without_images(tmp_path):
+    """Issue 10 (3): no val/ (nor the Kaggle layout), or none of the CSV's images in it."""
+    root = make_loc(tmp_path / "loc")
+    shutil.rmtree(root / "val")
+    with pytest.raises(ShapCAMError, match=r"no image folder: looked for val/ and ILSVRC/Data"):
+        ImageNetLOC(root)
+    (root / "val").mkdir()
+    with pytest.raises(ShapCAMError, match=r"no image of the 6 valid rows .* is in"):
+        ImageNetLOC(root)
 
 
 def test_reader_kaggle_layout(tmp_path):

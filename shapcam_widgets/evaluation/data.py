@@ -22,7 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import ShapCAMError
 
 ENV_VAR = "SHAPCAM_IMAGENET"
-DEFAULT_ROOT = Path("..") / "shared" / "imagenet-val-subset"
+#: The shared subset: ``shared/imagenet-val-subset`` beside this checkout.
+DEFAULT_ROOT = Path(__file__).resolve().parents[3] / "shared" / "imagenet-val-subset"
 SOLUTION = "LOC_val_solution.csv"
 MAPPING = "LOC_synset_mapping.txt"
 IMAGE_DIRS = (Path("val"), Path("ILSVRC") / "Data" / "CLS-LOC" / "val")
@@ -42,7 +43,7 @@ class Sample:
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
     """The data folder: ``root`` if given, else $SHAPCAM_IMAGENET, else the shared subset
-    (``../shared/imagenet-val-subset`` relative to the current directory)."""
+    (``../shared/imagenet-val-subset`` from the repository root)."""
     if root is not None:
         return Path(root)
     if os.environ.get(ENV_VAR):
@@ -54,9 +55,12 @@ class ImageNetLOC:
     """The samples of an ImageNet LOC folder, in the order of ``LOC_val_solution.csv``.
 
     limit: keep the first ``limit`` rows of the CSV (all when None).
-    ``invalid`` lists (image_id, reason) for CSV rows that could not be parsed; those
-    images are not in ``samples``. Images that are missing or cannot be decoded are found
-    by ``load`` (which raises ShapCAMError), so that the runner can report and skip them.
+    ``invalid`` lists (image_id, reason) for CSV rows that could not be parsed, and
+    ``duplicates`` (image_id, reason) for later rows of an ImageId already read (dropped);
+    each reason names the CSV line. Neither is in ``samples``. Images that are missing or
+    cannot be decoded are found by ``load`` (which raises ShapCAMError), so that the runner
+    can report and skip them. A folder without an image folder, or without the image of
+    any valid row, is refused.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, limit: int | None = None):
@@ -72,31 +76,44 @@ class ImageNetLOC:
             if not (self.root / name).is_file():
                 raise ShapCAMError(f"{str(self.root)!r} has no {name}")
         self.synsets, self.words = _read_mapping(self.root / MAPPING)
-        self.image_dir = next(
-            (self.root / d for d in IMAGE_DIRS if (self.root / d).is_dir()), self.root / "val"
-        )
+        self.image_dir = next((self.root / d for d in IMAGE_DIRS if (self.root / d).is_dir()), None)
+        if self.image_dir is None:
+            raise ShapCAMError(
+                f"{str(self.root)!r} has no image folder: looked for "
+                f"{' and '.join(f'{d}/' for d in IMAGE_DIRS)} (the Kaggle layout)"
+            )
+        self._files = set(os.listdir(self.image_dir))
         index = {synset: i for i, synset in enumerate(self.synsets)}
         self.samples: list[Sample] = []
         self.invalid: list[tuple[str, str]] = []
-        with open(self.root / SOLUTION, newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
-                raise ShapCAMError(
-                    f"{SOLUTION} must start with the header ImageId,PredictionString"
+        self.duplicates: list[tuple[str, str]] = []
+        first_line: dict[str, int] = {}
+        for line, row in _rows(self.root / SOLUTION):
+            if limit is not None and len(self.samples) + len(self.invalid) >= limit:
+                break
+            image_id = row[0].strip()
+            if image_id in first_line:
+                self.duplicates.append(
+                    (
+                        image_id,
+                        f"{SOLUTION} line {line}: the ImageId of line {first_line[image_id]} again",
+                    )
                 )
-            for row in reader:
-                if not row:
-                    continue
-                if limit is not None and len(self.samples) + len(self.invalid) >= limit:
-                    break
-                image_id = row[0].strip()
-                try:
-                    self.samples.append(self._sample(image_id, row, index))
-                except ValueError as error:
-                    self.invalid.append((image_id, str(error)))
+                continue
+            first_line[image_id] = line
+            try:
+                self.samples.append(self._sample(image_id, row, index))
+            except ValueError as error:
+                self.invalid.append((image_id, f"{SOLUTION} line {line}: {error}"))
+        if not any(sample.path.name in self._files for sample in self.samples):
+            raise ShapCAMError(
+                f"no image of the {len(self.samples)} valid rows of {SOLUTION} is in "
+                f"{str(self.image_dir)!r} (looked for <ImageId> with {', '.join(EXTENSIONS)})"
+            )
 
     def _sample(self, image_id: str, row: list[str], index: dict) -> Sample:
+        if not image_id:
+            raise ValueError("no ImageId")
         tokens = row[1].split() if len(row) > 1 else []
         if not tokens or len(tokens) % 5:
             raise ValueError("PredictionString is not a list of 'synset x1 y1 x2 y2'")
@@ -120,9 +137,8 @@ class ImageNetLOC:
 
     def _path(self, image_id: str) -> Path:
         for extension in EXTENSIONS:
-            candidate = self.image_dir / f"{image_id}{extension}"
-            if candidate.exists():
-                return candidate
+            if f"{image_id}{extension}" in self._files:
+                return self.image_dir / f"{image_id}{extension}"
         return self.image_dir / f"{image_id}.JPEG"
 
     def __len__(self) -> int:
@@ -142,6 +158,18 @@ class ImageNetLOC:
                 return image.convert("RGB")
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
             raise ShapCAMError(f"image {sample.image_id}: cannot decode: {error}") from error
+
+
+def _rows(path: Path):
+    """(line number, row) for the non-empty rows after the header of the solution CSV."""
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
+            raise ShapCAMError(f"{SOLUTION} must start with the header ImageId,PredictionString")
+        for row in reader:
+            if row:
+                yield reader.line_num, row
 
 
 def _read_mapping(path: Path) -> tuple[list[str], list[str]]:

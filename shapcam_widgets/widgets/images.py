@@ -12,14 +12,11 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import ShapCAMError
+from ..evaluation.data import ImageNetLOC
 from ..models import imagenet_classes, load_image
 
 #: scikit-image photos that ship inside its wheel (others download on demand).
 SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left")
-
-#: Where the ImageNet subset lives by default, relative to the project root.
-IMAGENET_ENV = "SHAPCAM_IMAGENET"
-IMAGENET_DEFAULT = Path(__file__).resolve().parents[2].parent / "shared" / "imagenet-val-subset"
 
 Loader = Callable[[], Image.Image]
 
@@ -49,46 +46,20 @@ def _grace_hopper() -> Image.Image:
         return load_image(Image.open(handle))
 
 
-def imagenet_root(root: str | os.PathLike | None = None) -> Path | None:
-    """The ImageNet subset folder: ``root``, else $SHAPCAM_IMAGENET, else ../shared/...
-
-    None when the folder (with its val/ images) is not there.
-    """
-    candidate = root or os.environ.get(IMAGENET_ENV) or IMAGENET_DEFAULT
-    path = Path(candidate).expanduser()
-    return path if (path / "val").is_dir() else None
-
-
 def imagenet_images(root: str | os.PathLike | None = None) -> dict[str, Loader]:
-    """name -> loader for the ImageNet subset, each name carrying the true class."""
-    path = imagenet_root(root)
-    if path is None:
-        return {}
-    labels = _imagenet_labels(path)
-    names = imagenet_classes()
-    catalogue: dict[str, Loader] = {}
-    for file in sorted((path / "val").glob("*.JPEG")):
-        label = labels.get(file.stem)
-        suffix = f" ({names[label]})" if label is not None else ""
-        catalogue[f"imagenet/{file.stem[-8:]}{suffix}"] = _file_loader(file)
-    return catalogue
-
-
-def _imagenet_labels(path: Path) -> dict[str, int]:
-    """image id -> class index, from LOC_val_solution.csv and LOC_synset_mapping.txt."""
+    """name -> loader for the images of an ImageNet LOC folder, each name carrying the
+    true class; the folder as the evaluation finds it (``evaluation.data.ImageNetLOC``),
+    and empty when it is not there."""
     try:
-        synsets = (path / "LOC_synset_mapping.txt").read_text().splitlines()
-        index = {line.split()[0]: i for i, line in enumerate(synsets) if line.strip()}
-        rows = (path / "LOC_val_solution.csv").read_text().splitlines()[1:]
-    except OSError:
+        data = ImageNetLOC(root)
+    except ShapCAMError:
         return {}
-    labels = {}
-    for row in rows:
-        image_id, _, boxes = row.partition(",")
-        synset = boxes.split()[0] if boxes.split() else None
-        if synset in index:
-            labels[image_id] = index[synset]
-    return labels
+    names = imagenet_classes()
+    return {
+        f"imagenet/{sample.image_id[-8:]} ({names[sample.label]})": _file_loader(sample.path)
+        for sample in sorted(data, key=lambda sample: sample.image_id)
+        if sample.path.is_file()
+    }
 
 
 def _file_loader(file: Path) -> Loader:
