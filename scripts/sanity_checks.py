@@ -28,7 +28,9 @@ steps should be read against (for the deterministic methods step 0 is 1).
 Files under --out (default results/sanity/): ``records.jsonl`` (a config line, then one
 line per image, appended as each image finishes: a rerun skips the images already there)
 and ``sanity.json`` (the summary, rewritten after every image); ``quantus_mprt.json``
-from --quantus-images.
+from --quantus-images. A rank correlation with a constant map (all zero, e.g. Grad-CAM's
+ReLU of a negative sum, or Shap-CAM on a model whose output no longer moves) is undefined:
+NaN in the records (Python's json writes it as NaN), counted as n_nan in the summary.
 """
 
 import argparse
@@ -427,6 +429,7 @@ def notes(config: dict, plan, sample_ids: list[str]) -> dict:
             "count": len(sample_ids),
             "first": sample_ids[0] if sample_ids else None,
             "last": sample_ids[-1] if sample_ids else None,
+            "ids": sample_ids,
         },
     }
 
@@ -554,6 +557,19 @@ def quantus_check(model, preprocess, dataset, config, plan, out_dir, n_images, m
 # ---------------------------------------------------------------- main
 
 
+def versions() -> dict:
+    """Versions of the packages the scores come from, beyond environment()'s."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("scipy", "scikit-image", "quantus"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -612,7 +628,7 @@ def run(args, model=None, preprocess=None) -> dict:
     records_file = out_dir / "records.jsonl"
     done = read_records(records_file, config)
     command = " ".join(["python", "scripts/sanity_checks.py", *map(shlex.quote, sys.argv[1:])])
-    extra = {"command": command, "environment": environment()}
+    extra = {"command": command, "environment": environment(), "versions": versions()}
     todo = [s for s in dataset.samples if s.image_id not in done]
     if records_file.exists() and _last_byte(records_file) not in (b"", b"\n"):
         with open(records_file, "a") as handle:  # end a line cut by an interrupted write
