@@ -1,9 +1,13 @@
 """Evaluation: data reader, metrics (cross-checked with pytorch-grad-cam), methods,
-runner (records, resume), and 2-process gloo sharding. Tiny models keep it fast."""
+runner (records, resume, lock, data fingerprint), the command line, and 2-process gloo
+sharding. Tiny models keep it fast."""
 
 import json
+import os
+import re
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +19,11 @@ from torch import nn
 
 from shapcam_widgets import ShapCAM, ShapCAMError
 from shapcam_widgets.evaluation import EvaluationConfig, ImageNetLOC, evaluate, make_method, metrics
+from shapcam_widgets.evaluation import runner as runner_module
+from shapcam_widgets.evaluation.__main__ import main as evaluate_main
 from shapcam_widgets.evaluation.data import ENV_VAR
 from shapcam_widgets.evaluation.methods import parse_methods
-from shapcam_widgets.evaluation.runner import records_path
+from shapcam_widgets.evaluation.records import records_path
 from shapcam_widgets.models import Preprocess
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-val-subset"
@@ -331,15 +337,15 @@ def _config(**changes):
     return EvaluationConfig(**{**settings, **changes})
 
 
-def _run(data_root, out, **changes):
+def _run(data_root, out, limit=None, progress=False, **changes):
     torch.set_num_threads(1)
     return evaluate(
         tiny_model(),
         Preprocess(SIZE),
-        ImageNetLOC(data_root),
+        ImageNetLOC(data_root, limit=limit),
         _config(**changes),
         out,
-        progress=False,
+        progress=progress,
     )
 
 
@@ -411,15 +417,7 @@ def test_method_added_later_is_summarized_on_its_own_images(tmp_path):
     root = make_loc(tmp_path / "loc")
     out = tmp_path / "results.json"
     _run(root, out, methods=("center",))
-    with_limit = EvaluationConfig(**{**_config().__dict__, "methods": ("random",)})
-    evaluate(
-        tiny_model(),
-        Preprocess(SIZE),
-        ImageNetLOC(root, limit=1),
-        with_limit,
-        out,
-        progress=False,
-    )
+    _run(root, out, limit=1, methods=("random",))
     summary = _run(root, out, methods=("center",))
     assert summary["methods"]["center"]["n_images"] == 4
     assert summary["methods"]["center"]["images"] == "paired"
@@ -456,9 +454,8 @@ def test_resume_after_interruption(reference, tmp_path):
         _run(root, partial, samples=6)
 
 
-def _worker(rank, world, port, root, out):
-    import os
-
+def _worker(rank, world, port, root, out, refusals=False):
+    """One rank of a gloo run; with ``refusals``, a refusal is written to refused<rank>."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
@@ -467,17 +464,24 @@ def _worker(rank, world, port, root, out):
     distributed.init_from_env()
     try:
         _run(root, out)
+    except ShapCAMError as error:
+        if not refusals:
+            raise
+        Path(out).with_name(f"refused{rank}").write_text(str(error))
     finally:
         distributed.shutdown()
 
 
-def test_two_gloo_processes_equal_one(reference, tmp_path):
-    root, out, summary = reference
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one(reference, tmp_path):
+    root, out, summary = reference
     sharded = tmp_path / "results.json"
-    mp.spawn(_worker, args=(2, port, str(root), str(sharded)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(root), str(sharded)), nprocs=2, join=True)
     assert not list(tmp_path.glob("*.rank*.jsonl"))
     assert _records(sharded) == _records(out)
     assert _metrics_only(json.loads(sharded.read_text())) == _metrics_only(summary)
@@ -490,3 +494,216 @@ def test_target_predicted(reference, tmp_path):
     assert summary["target"] == "predicted" and summary["n_images"] == 4
     records = [r for r in _records(out) if "method" in r]
     assert records and all(r["target"] == r["predicted"] for r in records)
+
+
+# ---------------------------------------------------------------- issue 10: reliability
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path, monkeypatch):
+    """(1) While a run writes --out, another one is refused, names the holder, and touches
+    nothing; the lock goes with the run."""
+    root = make_loc(tmp_path / "loc")
+    out = tmp_path / "results.json"
+    score_map, refusals = runner_module.score_map, []
+
+    def score_and_start_another(*args):
+        if not refusals:
+            with pytest.raises(ShapCAMError) as refused:
+                _run(root, out, methods=("center",), seed=1)
+            refusals.append(str(refused.value))
+        return score_map(*args)
+
+    monkeypatch.setattr(runner_module, "score_map", score_and_start_another)
+    summary = _run(root, out, methods=("center",))
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in refusals[0]
+    assert "another evaluation" in refusals[0] and "another --out" in refusals[0]
+    assert summary["n_images"] == 4 and summary["settings"]["seed"] == 0
+    assert sum("method" in r for r in _records(out)) == 4
+    assert not (tmp_path / "results.json.lock").exists()
+
+
+def test_every_rank_learns_of_the_refusal(tmp_path):
+    """(1) Under torchrun rank 0 holds the lock; the other ranks get its refusal."""
+    from shapcam_widgets.evaluation.records import OutputLock
+
+    root = make_loc(tmp_path / "loc")
+    out = tmp_path / "results.json"
+    holder = OutputLock(out)
+    holder.acquire()
+    try:
+        mp.spawn(_worker, args=(2, _free_port(), str(root), str(out), True), nprocs=2)
+    finally:
+        holder.release()
+    for rank in (0, 1):
+        assert f"pid {os.getpid()}" in (tmp_path / f"refused{rank}").read_text()
+    assert not records_path(out).exists()
+
+
+def test_records_of_other_data_are_refused(tmp_path, capsys):
+    """(2) The records carry the data's fingerprint: resuming with other boxes, another
+    mapping or other image files is refused; --limit resumes; records from before
+    fingerprints are taken, with one warning, and then fingerprinted."""
+    root = make_loc(tmp_path / "loc")
+    out = tmp_path / "results.json"
+    _run(root, out, methods=("center",))
+    moved = Path(shutil.copytree(root, tmp_path / "moved"))
+    csv = moved / "LOC_val_solution.csv"
+    csv.write_text(csv.read_text().replace(" 10 8 30 36", " 30 30 46 38"))
+    with pytest.raises(ShapCAMError, match=r"LOC_val_solution.csv differ: pass --fresh"):
+        _run(moved, out, methods=("center",))
+    mapping = Path(shutil.copytree(root, tmp_path / "mapping"))
+    (mapping / "LOC_synset_mapping.txt").write_text(
+        (root / "LOC_synset_mapping.txt").read_text().replace("class number", "class")
+    )
+    with pytest.raises(ShapCAMError, match=r"LOC_synset_mapping.txt differ"):
+        _run(mapping, out, methods=("center",))
+    kaggle = Path(shutil.copytree(root, tmp_path / "kaggle"))
+    (kaggle / "ILSVRC" / "Data" / "CLS-LOC").mkdir(parents=True)
+    (kaggle / "val").rename(kaggle / "ILSVRC" / "Data" / "CLS-LOC" / "val")
+    with pytest.raises(ShapCAMError, match=r"the image files its rows name differ"):
+        _run(kaggle, out, methods=("center",))
+    assert _run(root, out, limit=2, methods=("center",))["n_images"] == 2
+    lines = records_path(out).read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["data"] == ImageNetLOC(root).fingerprint()
+    del header["data"]
+    records_path(out).write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    capsys.readouterr()
+    assert _run(root, out, methods=("center",))["n_images"] == 4
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "does not say which data" in warnings[0]
+    assert json.loads(records_path(out).read_text().splitlines()[0]) == {
+        **header,
+        "data": ImageNetLOC(root).fingerprint(),
+    }
+
+
+def test_duplicate_and_malformed_rows(tmp_path, capsys):
+    """(3) A repeated CSV row counts once; rows left out are said on stderr with their line."""
+    root = make_loc(tmp_path / "loc")
+    csv = root / "LOC_val_solution.csv"
+    csv.write_text(csv.read_text() + "ILSVRC2012_val_00000001,n00000000 0 0 47 39\n")
+    summary = _run(root, tmp_path / "results.json", methods=("center",))
+    assert summary["n_images"] == 4 and summary["methods"]["center"]["n_images"] == 4
+    assert summary["duplicate_rows"] == [
+        {
+            "image_id": "ILSVRC2012_val_00000001",
+            "reason": "LOC_val_solution.csv line 9: the ImageId of line 2 again",
+        }
+    ]
+    err = capsys.readouterr().err
+    assert "LOC_val_solution.csv line 8: PredictionString is not" in err
+    assert "line 9: the ImageId of line 2 again (ILSVRC2012_val_00000001)" in err
+
+
+def test_a_repaired_image_is_retried(tmp_path):
+    """(3) Skipped images are retried on resume; once read, their skip record goes."""
+    root = make_loc(tmp_path / "loc")
+    out = tmp_path / "results.json"
+    assert _run(root, out, methods=("center",))["n_images"] == 4
+    repaired = "ILSVRC2012_val_00000004"
+    Image.new("RGB", (48, 40), "teal").save(root / "val" / f"{repaired}.JPEG")
+    summary = _run(root, out, methods=("center",))
+    assert summary["n_images"] == 5 and summary["n_skipped"] == 2
+    records = _records(out)
+    assert not [r for r in records if r.get("image_id") == repaired and "skipped" in r]
+    assert [r["method"] for r in records if r.get("image_id") == repaired] == ["center"]
+
+
+def test_no_readable_image_is_an_error(tmp_path):
+    """(3) A run that could read no image fails instead of summarizing 0 images."""
+    root = make_loc(tmp_path / "loc")
+    for path in (root / "val").iterdir():
+        path.write_bytes(b"broken")
+    out = tmp_path / "results.json"
+    with pytest.raises(ShapCAMError, match=r"no image could be read: all 6 were skipped"):
+        _run(root, out, methods=("center",))
+    assert not out.exists()
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """``python -m shapcam_widgets.evaluation`` on a tiny LOC folder with the tiny model:
+    a function of the extra arguments returning the exit code (or a KeyboardInterrupt that
+    escaped)."""
+    import shapcam_widgets.models
+
+    root = make_loc(tmp_path / "loc")
+    monkeypatch.setattr(sys, "argv", ["evaluate"])
+    monkeypatch.setattr(
+        shapcam_widgets.models, "load_model", lambda name: (tiny_model(), Preprocess(SIZE))
+    )
+    base = ["--data", str(root), "--methods", "center", "--layer", "stage", "--bootstrap", "50"]
+
+    def run(*arguments):
+        torch.set_num_threads(1)
+        try:
+            return evaluate_main([*base, *arguments])
+        except KeyboardInterrupt as error:  # what Ctrl-C must not do
+            return error
+
+    return run
+
+
+def test_out_is_checked_before_any_work(cli, tmp_path, monkeypatch, capsys):
+    """(5) --out naming a folder, not a .json, or under a file fails at once."""
+    import shapcam_widgets.models
+
+    def no_model(name):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(shapcam_widgets.models, "load_model", no_model)
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "a-file").write_text("")
+    for out, message in [
+        (tmp_path / "outdir", "is a folder, not a file"),
+        (tmp_path / "results.txt", "must name the summary's .json file"),
+        (tmp_path / "a-file" / "results.json", "is a file, not a folder"),
+    ]:
+        assert cli("--out", str(out)) == 2
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_missing_image_folder_exits_non_zero(cli, tmp_path, capsys):
+    """(3) No val/ folder: an error naming the layouts looked for, not "0 images"."""
+    shutil.rmtree(tmp_path / "loc" / "val")
+    assert cli("--out", str(tmp_path / "results.json")) == 2
+    assert "looked for val/ and ILSVRC/Data/CLS-LOC/val/" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_records_and_says_how_to_resume(cli, tmp_path, monkeypatch, capsys):
+    """(6) Ctrl-C: one line, exit 130, the records so far kept, the lock released."""
+    score_map, calls = runner_module.score_map, []
+
+    def interrupt_the_third(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return score_map(*args)
+
+    monkeypatch.setattr(runner_module, "score_map", interrupt_the_third)
+    out = tmp_path / "results.json"
+    assert cli("--out", str(out), "--no-progress") == 130
+    err = capsys.readouterr().err
+    assert "interrupted; rerun the same command to resume" in err and "Traceback" not in err
+    assert sum("method" in r for r in _records(out)) == 2
+    assert not (tmp_path / "results.json.lock").exists()
+    monkeypatch.setattr(runner_module, "score_map", score_map)
+    assert cli("--out", str(out), "--no-progress") == 0
+    assert json.loads(out.read_text())["n_images"] == 4
+
+
+def test_estimate_and_progress_on_stderr(reference, tmp_path, monkeypatch, capsys):
+    """(7) After the first image, the estimated time of a long run (also with no progress
+    bar); the bar on stderr off a terminal too."""
+    import shapcam_widgets.cli
+
+    root, _out, _summary = reference
+    monkeypatch.setattr(shapcam_widgets.cli, "LONG_RUN", 0.0)
+    _run(root, tmp_path / "quiet.json", methods=("center",))
+    err = capsys.readouterr().err
+    assert re.search(r"about \d+ s for 6 images at \d+\.\d s per image", err)
+    _run(root, tmp_path / "bar.json", methods=("center",), progress=True)
+    err = capsys.readouterr().err
+    assert "about" in err and re.search(r"evaluate: 100%.*6/6", err)

@@ -3,8 +3,8 @@
 data: the ImageNet LOC layout; metrics: Average Drop, Increase in Confidence,
 Deletion/Insertion (RISE), (energy) pointing game, bootstrap intervals; methods: map
 makers (Shap-CAM, CAM, pytorch-grad-cam's CAMs, trivial baselines); runner: the loop over
-the images; records: per-image records, resume, merging; summary: means, intervals,
-results.json; distributed: sharding with torchrun; cli: ``shapcam evaluate``.
+the images; records: per-image records, resume, the lock on the output; summary: means,
+intervals, results.json; distributed: sharding with torchrun; cli: ``shapcam evaluate``.
 """
 
 from .cli import add_evaluate_parser, run_evaluate

@@ -5,6 +5,7 @@ Standalone meanwhile: ``python -m shapcam_widgets.evaluation [options]``. Severa
 """
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -25,7 +26,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
             "Average Drop, Increase in Confidence, Deletion/Insertion AUC (RISE), energy-based "
             "pointing game and pointing game of each method's maps, with bootstrap 95% "
             "intervals. Per-image records go beside --out (<out>.records.jsonl); an "
-            "interrupted run resumes. Shard over processes with torchrun."
+            "interrupted run resumes and retries the images it could not read. One run at "
+            "a time per --out. Shard over processes with torchrun."
         ),
     )
     configure_parser(parser)
@@ -82,22 +84,40 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--scorecam-batch-size", type=int, default=64)
     parser.add_argument("--fresh", action="store_true", help="discard earlier records of --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (the estimated time of a long run stays)",
+    )
     return parser
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Run the evaluation described by parsed ``args``; prints the table. Returns 0.
+    """Run the evaluation described by parsed ``args``; prints the table. Returns 0, or
+    130 after Ctrl-C (the records written so far stay, and the same command resumes).
 
     Raises ShapCAMError on bad input (unknown method, missing data folder, ...).
     """
+    from ..cli import INTERRUPTED
+
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            print("shapcam: interrupted; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..cam import choose_device
     from ..models import load_model
     from . import distributed
     from .data import ImageNetLOC
     from .methods import parse_methods
+    from .records import check_output
     from .runner import EvaluationConfig, evaluate
 
+    check_output(args.out)
     config = EvaluationConfig(
         model=args.model,
         layer=args.layer,

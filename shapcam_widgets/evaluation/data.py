@@ -13,6 +13,7 @@ several synsets takes the first (the official validation files have one per imag
 """
 
 import csv
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,19 @@ class ImageNetLOC:
                 f"{str(self.image_dir)!r} (looked for <ImageId> with {', '.join(EXTENSIONS)})"
             )
 
+    def fingerprint(self) -> dict:
+        """What records made from this folder depend on, whatever ``limit``: the sha256 of
+        the CSV, of the mapping file and of the image paths its rows resolve to."""
+        paths = "\n".join(
+            str(self._path(row[0].strip()).relative_to(self.root))
+            for _, row in _rows(self.root / SOLUTION)
+        )
+        return {
+            "csv": _sha256((self.root / SOLUTION).read_bytes()),
+            "mapping": _sha256((self.root / MAPPING).read_bytes()),
+            "images": _sha256(paths.encode()),
+        }
+
     def _sample(self, image_id: str, row: list[str], index: dict) -> Sample:
         if not image_id:
             raise ValueError("no ImageId")
@@ -170,6 +184,10 @@ def _rows(path: Path):
         for row in reader:
             if row:
                 yield reader.line_num, row
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _read_mapping(path: Path) -> tuple[list[str], list[str]]:

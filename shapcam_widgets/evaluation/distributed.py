@@ -2,9 +2,9 @@
 
 Launched by ``torchrun --nproc_per_node K ...``, each process reads RANK, WORLD_SIZE and
 LOCAL_RANK from the environment. Processes only need to wait for one another (nothing
-is exchanged but barriers; records travel through files), so the process group always
-uses gloo, on CPUs and GPUs alike, on one machine or several (the output folder must
-then be shared). With CUDA, rank r uses GPU LOCAL_RANK.
+is exchanged but barriers and rank 0's refusal to start; records travel through files),
+so the process group always uses gloo, on CPUs and GPUs alike, on one machine or several
+(the output folder must then be shared). With CUDA, rank r uses GPU LOCAL_RANK.
 """
 
 import os
@@ -42,6 +42,15 @@ def local_device(device: torch.device) -> torch.device:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def from_rank0(value):
+    """Rank 0's ``value`` (a picklable object), in every process; a barrier too."""
+    if dist.is_available() and dist.is_initialized():
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
 
 
 def shutdown() -> None:

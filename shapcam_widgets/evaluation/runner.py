@@ -1,6 +1,7 @@
 """Run the methods over a dataset: the settings, the per-image loop, resume and shards.
 
-The records (files, reading, merging) are in ``records``; the summary in ``summary``.
+The records, their lock and the checks of ``--out`` are in ``records``; the summary in
+``summary``.
 """
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..cam import spatial_layers
 from ..errors import ShapCAMError
@@ -21,7 +22,9 @@ from . import distributed, metrics
 from .data import ImageNetLOC
 from .methods import make_method, parse_methods
 from .records import (
+    OutputLock,
     RecordWriter,
+    check_output,
     merge_records,
     read_records,
     records_path,
@@ -124,21 +127,88 @@ def evaluate(
 ) -> dict | None:
     """Evaluate ``config.methods`` on ``dataset``; returns the summary (on rank 0).
 
-    Under torchrun (or any initialized process group) the images still to do are dealt
-    round-robin to the processes; rank 0 merges the records and writes the summary.
+    Rank 0 locks ``out`` for the whole run: another run on it is refused. Under torchrun
+    (or any initialized process group) the images still to do, those skipped before
+    included, are dealt round-robin to the processes; rank 0 merges the records and writes
+    the summary. ShapCAMError when no image could be read. On stderr: the rows of the CSV
+    left out, the images skipped, the estimated time of a run longer than a minute, and
+    (with ``progress``) a progress bar.
     """
     rank, world = distributed.rank_and_world()
-    out = Path(out)
+    out = check_output(out)
     device = distributed.local_device(torch.device(device))
-    if rank == 0:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            for path in [records_path(out), *shard_paths(out)]:
-                path.unlink(missing_ok=True)
-    distributed.barrier()
-    done, skipped = read_records(out, config)
-    distributed.barrier()  # everyone has read the files before anyone writes
+    fingerprint = dataset.fingerprint()
+    lock = OutputLock(out)
+    try:
+        _take_output(out, lock, fresh, rank)
+        done, skipped, unknown = read_records(out, config, fingerprint)
+        if rank == 0:
+            _report_data(dataset, unknown)
+        distributed.barrier()  # everyone has read the files before anyone writes
+        remaining = [
+            sample
+            for sample in dataset.samples
+            if any((sample.image_id, name) not in done for name in config.methods)
+        ]
+        mine = remaining[rank::world]
+        path = records_path(out) if world == 1 else shard_path(out, rank)
+        writer = RecordWriter(path, config, fingerprint)
+        try:
+            _run_images(model, preprocess, dataset, config, device, mine, done, writer, progress)
+        finally:
+            writer.close()
+        distributed.barrier()
+        summary = None
+        if rank == 0:
+            merged, skipped = merge_records(out, dataset, config, fingerprint)
+            summary = summarize(merged, skipped, dataset, config, device=device, command=command)
+            if summary["n_images"]:
+                write_summary(out, summary)
+        distributed.barrier()
+    finally:
+        lock.release()
+    if summary is not None and not summary["n_images"]:
+        reasons = [record["skipped"] for record in skipped.values()]
+        raise ShapCAMError(
+            f"no image could be read: all {len(dataset)} were skipped"
+            + (f" ({reasons[0]}, ...)" if reasons else "")
+            + f"; the images are read from {str(dataset.image_dir)!r}"
+        )
+    return summary
 
+
+def _take_output(out: Path, lock: OutputLock, fresh: bool, rank: int) -> None:
+    """Rank 0 locks ``out`` (and, with ``fresh``, removes its records); every process
+    learns of a refusal."""
+    refusal = None
+    if rank == 0:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            if fresh:
+                for path in [records_path(out), *shard_paths(out)]:
+                    path.unlink(missing_ok=True)
+        except ShapCAMError as error:
+            refusal = error
+    message = distributed.from_rank0(None if refusal is None else str(refusal))
+    if message is not None:
+        raise refusal or ShapCAMError(message)
+
+
+def _report_data(dataset: ImageNetLOC, unknown: list[Path]) -> None:
+    for image_id, reason in [*dataset.invalid, *dataset.duplicates]:
+        print(f"skipped row: {reason} ({image_id})", file=sys.stderr)
+    if unknown:
+        print(
+            f"warning: {unknown[0].name} does not say which data its records were made "
+            f"from (an older version wrote it); taken as made from {str(dataset.root)!r}, "
+            "and recorded so",
+            file=sys.stderr,
+        )
+
+
+def _run_images(model, preprocess, dataset, config, device, samples, done, writer, progress):
+    """The records of ``samples`` (the methods not in ``done``), with progress on stderr."""
     model = model.to(device).eval()
     input_size = int(getattr(preprocess, "size", 224))
     makers = {
@@ -158,43 +228,53 @@ def evaluate(
         for name in config.methods
     }
     cells = spatial_layers(model, input_size)[config.layer][1:]
-    remaining = [
-        sample
-        for sample in dataset.samples
-        if sample.image_id not in skipped
-        and any((sample.image_id, name) not in done for name in config.methods)
-    ]
-    mine = remaining[rank::world]
-    writer = RecordWriter(records_path(out) if world == 1 else shard_path(out, rank), config)
-    bar = tqdm(mine, desc="evaluate", unit="image", disable=not progress or rank != 0)
+    rank, world = distributed.rank_and_world()
+    bar = tqdm(
+        samples,
+        desc="evaluate",
+        unit="image",
+        file=sys.stderr,
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        disable=not progress or rank != 0,
+    )
+    estimated = rank != 0
     try:
         for sample in bar:
-            _evaluate_image(
+            started = time.perf_counter()
+            read = _evaluate_image(
                 model, preprocess, dataset, sample, config, makers, cells, done, writer, device
             )
+            if read and not estimated:
+                estimated = True
+                _say_estimate(time.perf_counter() - started, len(samples), world)
     finally:
-        writer.close()
         bar.close()
-    distributed.barrier()
-    summary = None
-    if rank == 0:
-        merged, skipped = merge_records(out, dataset, config)
-        summary = summarize(merged, skipped, dataset, config, device=device, command=command)
-        write_summary(out, summary)
-    distributed.barrier()
-    return summary
+
+
+def _say_estimate(seconds: float, n_images: int, world: int) -> None:
+    """The estimated time of this process's ``n_images``, when longer than a minute."""
+    from ..cli import LONG_RUN, _duration
+
+    if seconds * n_images > LONG_RUN:
+        each = f" in each of {world} processes" if world > 1 else ""
+        tqdm.write(
+            f"shapcam: about {_duration(seconds * n_images)} for {n_images:,} images{each} at "
+            f"{seconds:.1f} s per image (Ctrl-C stops; the same command resumes)",
+            file=sys.stderr,
+        )
 
 
 def _evaluate_image(
     model, preprocess, dataset, sample, config, makers, cells, done, writer, device
-):
+) -> bool:
+    """Write the records of one image (or its skip record); False when it was skipped."""
     try:
         image = dataset.load(sample)
         x = preprocess(image).to(device)
     except ShapCAMError as error:
         tqdm.write(f"skipped {sample.image_id}: {error}", file=sys.stderr)
         writer.write({"image_id": sample.image_id, "skipped": str(error)})
-        return
+        return False
     with torch.inference_mode():
         predicted = int(model(x)[0].argmax())
     target = sample.label if config.target == "label" else predicted
@@ -219,6 +299,7 @@ def _evaluate_image(
             "grid": grid_of(raw, cells),
         }
         writer.write(record)
+    return True
 
 
 def grid_of(raw_map: np.ndarray, cells: tuple[int, int]) -> list:

@@ -86,6 +86,9 @@ def summarize(done, skipped, dataset, config, *, device=None, command=None) -> d
         "n_listed": len(dataset.samples) + len(dataset.invalid),
         "n_skipped": len(skipped_here),
         "skipped": skipped_here,
+        "duplicate_rows": [
+            {"image_id": image_id, "reason": reason} for image_id, reason in dataset.duplicates
+        ],
         "environment": environment(device),
         "command": command,
     }
