@@ -12,11 +12,13 @@ an ordering, where consecutive coalitions differ by one player:
   through the last part, and their change is added to the running sum that the pool
   averages.
 
-The middle part runs on the whole map (it is the cheap part: a depthwise convolution), so
-the borders are handled exactly as the network pads them. Each step costs the last part
-on the footprint instead of the whole tail on every cell: about 6x fewer multiply-adds
-at ``blocks.5``. Same orderings and estimates as the general path, to float rounding:
-``LocalLayerGame`` is a value function whose ``walk(orders)`` the sampler uses.
+When the middle part is affine (convolutions only, as there), adding a player adds a fixed
+change to its output on the footprint, computed once per player with the network's own
+modules (so the borders are padded as the network pads them); otherwise the middle part
+runs on the whole map at every step. Each step then costs the last part on the footprint
+instead of the whole tail on every cell: about 6x fewer multiply-adds at ``blocks.5``.
+Same orderings and estimates as the general path, to float rounding: ``LocalLayerGame`` is
+a value function whose ``walk(orders)`` the sampler uses.
 """
 
 import torch
@@ -40,20 +42,45 @@ class LocalLayerGame:
         self.general_batch_size = general_batch_size
         h, w = game.cells
         with torch.inference_mode():
-            self.present = tail.first(game.activation).flatten(2)  # (1, C1, h w)
-            self.absent = tail.first(game.baseline).flatten(2)
-            middle = tail.middle(self.absent.unflatten(2, (h, w)))
+            # the first part's output per cell, as rows (h w, C1): present and absent
+            self.present = _rows(tail.first(game.activation))[0]
+            self.absent = _rows(tail.first(game.baseline))[0]
+            middle = tail.middle(_image(self.absent[None], (h, w)))
             if tuple(middle.shape[2:]) != (h, w):
                 raise ShapCAMError(
                     f"the local part changed the map's size to {tuple(middle.shape[2:])}"
                 )
-            self.empty_features = tail.last(middle).flatten(2)  # (1, C3, h w)
+            self.empty_features = _rows(tail.last(middle))[0]  # (h w, C3)
+            self.empty_middle = _rows(middle)[0]  # (h w, Cm)
         self.cells_of, self.cell_counts = _padded(
             [torch.nonzero(game.player_of_cell == p).flatten().cpu() for p in range(self.n_players)]
         )
         self.footprint_of, self.footprint_counts = _padded(
             [_footprint(cells, (h, w), tail.radius) for cells in self._player_cells()]
         )
+        #: (n, F, Cm): what adding each player adds to the middle's output on its
+        #: footprint (zero in the padding slots); None when the middle is not affine
+        self.middle_change = self._middle_changes() if tail.affine_middle else None
+
+    @torch.inference_mode()
+    def _middle_changes(self, chunk: int = 64) -> torch.Tensor:
+        device = self.present.device
+        cells_of, counts = self.cells_of.to(device), self.cell_counts.to(device)
+        footprint_of = self.footprint_of.to(device)
+        slots = torch.arange(footprint_of.shape[1], device=device)
+        valid = slots[None, :] < self.footprint_counts.to(device)[:, None]
+        changes = []
+        for first in range(0, self.n_players, chunk):
+            players = torch.arange(first, min(first + chunk, self.n_players), device=device)
+            rows = torch.arange(len(players), device=device)[:, None]
+            cells = cells_of[players]
+            maps = self.absent.expand(len(players), -1, -1).clone()
+            own = torch.arange(cells.shape[1], device=device)[None, :] < counts[players][:, None]
+            maps[rows, cells] = torch.where(own[..., None], self.present[cells], maps[rows, cells])
+            middle = _rows(self.tail.middle(_image(maps, self.game.cells)))
+            change = middle[rows, footprint_of[players]] - self.empty_middle[footprint_of[players]]
+            changes.append(change * valid[players][..., None])
+        return torch.cat(changes)
 
     def _player_cells(self):
         for player in range(self.n_players):
@@ -64,43 +91,54 @@ class LocalLayerGame:
 
     @torch.inference_mode()
     def walk(self, orders: torch.Tensor) -> torch.Tensor:
-        """(K, n - 1) values of each ordering's coalitions after its first 1 .. n-1 players."""
+        """(K, n - 1) values of each ordering's coalitions after its first 1 .. n-1 players.
+
+        Cells are rows (channels last), so that setting a cell and gathering the footprint
+        move contiguous vectors, and the last part runs on all footprints at once as one
+        (1, C, K F, 1) map.
+        """
         device = self.present.device
         orders = orders.to(device)
         n_orders, n = orders.shape
-        h, w = self.game.cells
-        state = self.absent.expand(n_orders, -1, -1).clone()  # first part's output, (K, C1, hw)
-        features = self.empty_features.expand(n_orders, -1, -1).clone()  # (K, C3, hw)
-        pooled = features.double().sum(dim=2)  # (K, C3): the pool's sum over the cells
+        size = self.game.cells
+        cells = size[0] * size[1]
+        affine = self.middle_change is not None
+        if affine:
+            middle = self.empty_middle.repeat(n_orders, 1)  # (K h w, Cm)
+            middle_change = self.middle_change.to(device)
+        else:
+            state = self.absent.expand(n_orders, -1, -1).clone()  # (K, h w, C1)
+        features = self.empty_features.repeat(n_orders, 1)  # (K h w, C3)
+        pooled = self.empty_features.double().sum(dim=0).repeat(n_orders, 1)  # (K, C3)
         cells_of, footprint_of = self.cells_of.to(device), self.footprint_of.to(device)
         footprint_counts = self.footprint_counts.to(device)
         slots = torch.arange(footprint_of.shape[1], device=device)
+        first_cell = (torch.arange(n_orders, device=device) * cells)[:, None]
         values = torch.empty(n_orders, n - 1, dtype=torch.float64)
         for step in range(n - 1):
             players = orders[:, step]
-            cells = cells_of[players]  # (K, P): padding repeats a cell, harmless here
-            index = cells[:, None, :].expand(-1, state.shape[1], -1)
-            state.scatter_(2, index, self.present.expand(n_orders, -1, -1).gather(2, index))
-            middle = self.tail.middle(state.unflatten(2, (h, w))).flatten(2)  # (K, Cm, hw)
-            footprint = footprint_of[players]  # (K, F), padded by repeating a cell
-            valid = slots[None, :] < footprint_counts[players][:, None]  # (K, F)
-            gathered = middle.gather(2, footprint[:, None, :].expand(-1, middle.shape[1], -1))
-            width = footprint.shape[1]
-            new = self.tail.last(gathered.transpose(1, 2).reshape(-1, middle.shape[1], 1, 1))
-            new = new.reshape(n_orders, width, -1).transpose(1, 2)  # (K, C3, F)
-            where = footprint[:, None, :].expand(-1, new.shape[1], -1)
-            change = (new.double() - features.gather(2, where).double()) * valid[:, None, :]
-            pooled += change.sum(dim=2)
-            features.scatter_(2, where, new)
-            logits = self._classify(pooled / (h * w))
-            values[:, step] = self.game.scores(logits).double().cpu()
+            # rows of the footprint cells in the (K h w) tables, padded by repeating a row
+            footprint = (first_cell + footprint_of[players]).flatten()  # (K F,)
+            if affine:  # the padded slots add zeros
+                middle.index_add_(0, footprint, middle_change[players].flatten(0, 1))
+                near = middle.index_select(0, footprint)  # (K F, Cm)
+            else:
+                player_cells = cells_of[players]  # (K, P): padding repeats a cell
+                state[torch.arange(n_orders, device=device)[:, None], player_cells] = self.present[
+                    player_cells
+                ]
+                near = _rows(self.tail.middle(_image(state, size))).flatten(0, 1)[footprint]
+            new = _rows(self.tail.last(_column(near)))[0]  # (K F, C3)
+            valid = (slots[None, :] < footprint_counts[players][:, None]).flatten()[:, None]
+            change = (new - features.index_select(0, footprint)) * valid
+            pooled += change.reshape(n_orders, -1, change.shape[1]).sum(dim=1).double()
+            features.index_copy_(0, footprint, new)
+            values[:, step] = self.game.scores(self._classify(pooled / cells)).double().cpu()
         return values
 
     def _classify(self, pooled: torch.Tensor) -> torch.Tensor:
-        classifier = self.tail.classifier
-        weight = classifier.weight.double()
-        logits = pooled @ weight.T
-        return logits if classifier.bias is None else logits + classifier.bias.double()
+        """Logits (K, classes) from the pooled features (float64 sums, float32 product)."""
+        return self.tail.classifier(pooled.float())
 
     def check(self, n_orders: int = 2, seed: int = 0, tol: float = 1e-4) -> float:
         """Largest |local - general| value along a few random orderings; raises
@@ -122,6 +160,23 @@ class LocalLayerGame:
                 "the tail is not local after all"
             )
         return gap
+
+
+def _rows(maps: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, h w, C): one row per cell."""
+    return maps.permute(0, 2, 3, 1).flatten(1, 2)
+
+
+def _image(rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, h w, C) rows -> (B, C, h, w) maps in channels-last memory (a view when the
+    rows are contiguous)."""
+    return rows.unflatten(1, size).permute(0, 3, 1, 2)
+
+
+def _column(rows: torch.Tensor) -> torch.Tensor:
+    """(N, C) rows -> (1, C, N, 1): the cells as one column of a map, channels last, for a
+    cell-wise part to run on all of them in one call."""
+    return rows.T[None, :, :, None]
 
 
 def _footprint(cells: torch.Tensor, size: tuple[int, int], radius: int) -> torch.Tensor:

@@ -265,6 +265,8 @@ class LocalTail:
     pool, ``classifier`` (one ``nn.Linear``). Each part maps (B, C, h, w) to (B, C', h, w).
 
     nodes: names of the tail's graph nodes, in order; middle_nodes: those of ``middle``.
+    affine_middle: ``middle`` is convolutions only (no activation between them), so its
+        output changes by a fixed amount when one player's cells change.
     """
 
     first: GraphModule
@@ -274,6 +276,7 @@ class LocalTail:
     radius: int
     nodes: tuple[str, ...]
     middle_nodes: tuple[str, ...]
+    affine_middle: bool
 
 
 def _conv_radius(module: nn.Module) -> int | None:
@@ -341,6 +344,10 @@ def find_local_tail(network: SplitNetwork) -> tuple[LocalTail | None, str]:
             radius=radius,
             nodes=tail.nodes,
             middle_nodes=tuple(node.name for node in middle),
+            affine_middle=all(
+                node.op == "call_module" and isinstance(modules[node.target], nn.Conv2d)
+                for node in middle
+            ),
         ),
         "",
     )
