@@ -114,3 +114,19 @@ def test_lite0_blocks5_is_local(lite0, chelsea):
     general = ShapCAM(model, "blocks.5", path="general").attribute(x, n_samples=4, seed=5)
     assert local.path == "local"
     np.testing.assert_allclose(local.phi, general.phi, atol=1e-5)
+
+
+def test_a_wrong_structure_is_caught_by_the_check():
+    """With the radius understated, the footprint misses changed cells: the check against
+    the network's tail catches it, "auto" falls back to the general path, "local" refuses."""
+    import dataclasses
+
+    model = _net()
+    for path in ("auto", "local"):
+        explainer = ShapCAM(model, "layer", path=path)
+        explainer.local_tail = dataclasses.replace(explainer.local_tail, radius=0)
+        if path == "auto":
+            assert explainer.attribute(IMAGE, 3, n_samples=2).path == "general"
+        else:
+            with pytest.raises(ShapCAMError, match="local path disagrees"):
+                explainer.attribute(IMAGE, 3, n_samples=2)
