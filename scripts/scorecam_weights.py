@@ -8,33 +8,31 @@ close, the weights are close to uniform and the map is close to the channel mean
 """
 
 import argparse
-import contextlib
-import io
 import json
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_grad_cam import ScoreCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from shapcam_widgets import load_model
 from shapcam_widgets.evaluation.data import ImageNetLOC, resolve_root
+from shapcam_widgets.evaluation.gradcam import grad_cam_object, grad_cam_targets
 
 
-def channel_weights(model, module, x, target):
-    """(ScoreCAM's weights (C,), the layer's activation (C, h, w)) for one image."""
-    cam = ScoreCAM(model=model, target_layers=[module])
-    cam.batch_size = 64
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):  # ScoreCAM's own tqdm bar
-            cam.activations_and_grads(x)
-            activations = cam.activations_and_grads.activations[0].numpy()
-            targets = [ClassifierOutputTarget(int(target))]
-            weights = cam.get_cam_weights(x, module, targets, activations, None)[0]
-    finally:
-        cam.activations_and_grads.release()
+def channel_weights(model, layer, x, target):
+    """(ScoreCAM's weights (C,), the layer's activation (C, h, w)) for one image.
+
+    The weights are internals of the library's ScoreCAM (its ``get_cam_weights``), which
+    the maps of ``evaluation.gradcam.grad_cam`` do not show: this reads them from the
+    CAM object that ``grad_cam_object`` sets up (hooks, eval mode, quiet, batch 64).
+    """
+    with grad_cam_object(model, layer, "scorecam", batch_size=64) as cam:
+        cam.activations_and_grads(x)
+        activations = cam.activations_and_grads.activations[0].numpy()
+        module = cam.target_layers[0]
+        targets = grad_cam_targets(target, len(x))
+        weights = cam.get_cam_weights(x, module, targets, activations, None)[0]
     return weights, activations[0]
 
 
@@ -48,12 +46,11 @@ def main():
 
     torch.set_num_threads(1)
     model, preprocess = load_model("efficientnet_lite0")
-    module = dict(model.named_modules())[args.layer]
     dataset = ImageNetLOC(resolve_root(args.data))
     largest, effective, negative = [], [], []
     for sample in dataset.samples[: args.images]:
         x = preprocess(dataset.load(sample))
-        weights, activation = channel_weights(model, module, x, sample.label)
+        weights, activation = channel_weights(model, args.layer, x, sample.label)
         largest.append(float(weights.max()))
         effective.append(float(1 / np.sum(weights**2)))
         negative.append(float((activation < 0).mean()))

@@ -321,6 +321,29 @@ def test_cam_equals_shapcam_logit_zero_times_n():
         make_method("cam", model, "stem", input_size=SIZE)(x, 3, 0)
 
 
+def test_grad_cam_adapter_restores_the_model(capfd):
+    """evaluation.gradcam: hooks released, modes and gradients as they were, ScoreCAM
+    quiet, a batch with one target per image = the images one by one."""
+    from shapcam_widgets.evaluation.gradcam import GRAD_CAM_CLASSES, grad_cam
+
+    model = tiny_model().train()
+    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    for method in GRAD_CAM_CLASSES:
+        maps = grad_cam(model, "stage", method, x, [1, 4, 7])
+        assert maps.shape == (3, SIZE, SIZE) and maps.dtype == np.float32
+        for i, target in enumerate((1, 4, 7)):
+            alone = grad_cam(model, "stage", method, x[i : i + 1], target)[0]
+            np.testing.assert_allclose(maps[i], alone, atol=1e-5)
+        assert all(module.training for module in model.modules())
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        assert all(p.grad is None for p in model.parameters())
+    assert "it/s" not in capfd.readouterr().err  # no tqdm bar from ScoreCAM
+    with pytest.raises(ShapCAMError, match="unknown layer 'nope'"):
+        grad_cam(model, "nope", "gradcam", x, 0)
+    with pytest.raises(ShapCAMError, match="2 targets for 3 images"):
+        grad_cam(model, "stage", "gradcam", x, [0, 1])
+
+
 def test_parse_methods():
     assert parse_methods("gradcam, center") == ["gradcam", "center"]
     with pytest.raises(ShapCAMError, match="unknown method"):

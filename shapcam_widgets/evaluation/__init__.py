@@ -2,7 +2,8 @@
 
 data: the ImageNet LOC layout; metrics: Average Drop, Increase in Confidence,
 Deletion/Insertion (RISE), (energy) pointing game, bootstrap intervals; methods: map
-makers (Shap-CAM, CAM, pytorch-grad-cam's CAMs, trivial baselines); runner: the loop over
+makers (Shap-CAM, CAM, pytorch-grad-cam's CAMs, trivial baselines); gradcam: the one
+adapter around pytorch-grad-cam (also the explorer's); runner: the loop over
 the images; records: per-image records, resume, the lock on the output; summary: means,
 intervals, results.json; distributed: sharding with torchrun; cli: ``shapcam evaluate``.
 """

@@ -17,14 +17,12 @@ it with ``metrics.scale_map`` (ReLU, then min-max) before any metric, for all me
   ``layer``'s.
 - gradcam, gradcampp, scorecam, layercam: pytorch-grad-cam's GradCAM, GradCAMPlusPlus,
   ScoreCAM and LayerCAM at ``layer`` with ``ClassifierOutputTarget(target)`` (the logit),
-  used as the library ships them.
+  used as the library ships them, through ``gradcam.grad_cam`` (hooks released, ScoreCAM
+  quiet, the model's modes restored).
 - center: a Gaussian centred on the image, sigma a quarter of each side.
 - random: uniform noise on the layer's cell grid (h x w), upsampled bilinearly like the
   CAMs; seeded per image, so reruns and shards agree.
 """
-
-import contextlib
-import io
 
 import numpy as np
 import torch
@@ -33,6 +31,7 @@ from torch import nn
 from ..cam import ShapCAM, spatial_layers
 from ..cam.result import upsample_grid
 from ..errors import ShapCAMError
+from .gradcam import GRAD_CAM_CLASSES, grad_cam, grad_cam_module
 
 METHODS = (
     "shapcam",
@@ -45,12 +44,6 @@ METHODS = (
     "center",
     "random",
 )
-GRAD_CAM_CLASSES = {
-    "gradcam": "GradCAM",
-    "gradcampp": "GradCAMPlusPlus",
-    "scorecam": "ScoreCAM",
-    "layercam": "LayerCAM",
-}
 
 
 def parse_methods(text: str | list | tuple) -> list[str]:
@@ -138,32 +131,13 @@ def _cells(model, layer, input_size) -> tuple[int, int]:
 
 
 def _grad_cam_maker(name, model, layer, scorecam_batch_size):
-    import pytorch_grad_cam
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    grad_cam_module(model, layer)  # an unknown layer is refused before any image
 
-    cam_class = getattr(pytorch_grad_cam, GRAD_CAM_CLASSES[name])
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        raise ShapCAMError(f"unknown layer {layer!r}")
-    module = modules[layer]
-
-    def grad_cam(x, target, seed):
-        # A fresh object per image, released at once: its hooks would otherwise keep
-        # storing activations during the metrics' forward passes.
-        cam = cam_class(model=model, target_layers=[module])
-        if name == "scorecam":
-            cam.batch_size = scorecam_batch_size
-        try:
-            # ScoreCAM draws a tqdm bar per image on stderr; keep the runner's bar readable.
-            quiet = contextlib.redirect_stderr(io.StringIO()) if name == "scorecam" else None
-            with quiet or contextlib.nullcontext():
-                maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(target))])
-        finally:
-            cam.activations_and_grads.release()
-        model.zero_grad(set_to_none=True)
+    def grad_cam_map(x, target, seed):
+        maps = grad_cam(model, layer, name, x, target, batch_size=scorecam_batch_size)
         return np.asarray(maps[0], dtype=np.float64)
 
-    return grad_cam
+    return grad_cam_map
 
 
 def _pool_and_classifier(model: nn.Module):

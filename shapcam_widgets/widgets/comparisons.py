@@ -1,18 +1,16 @@
 """Grad-CAM, Grad-CAM++ and Score-CAM from pytorch-grad-cam, on the explorer's layer and class."""
 
-import contextlib
-import io
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from ..cam.layers import eval_mode
 from ..errors import ShapCAMError
+from ..evaluation.gradcam import grad_cam
 
-#: name shown -> pytorch_grad_cam class name. Score-CAM runs one forward pass per
+#: name shown -> the method of ``evaluation.gradcam``. Score-CAM runs one forward pass per
 #: channel of the layer (320 for Lite0's last stage, about 15 s on 2 cores): on demand.
-METHODS = {"Grad-CAM": "GradCAM", "Grad-CAM++": "GradCAMPlusPlus", "Score-CAM": "ScoreCAM"}
+METHODS = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcampp", "Score-CAM": "scorecam"}
 FAST = ("Grad-CAM", "Grad-CAM++")
 SLOW = ("Score-CAM",)
 
@@ -25,39 +23,23 @@ def compare(
     method: str,
     check: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """The (H, W) map in [0, 1] of ``method`` for ``target`` on ``layer``.
+    """The (H, W) map in [0, 1] of ``method`` for ``target`` on ``layer``, in eval mode
+    (the model's own modes restored after).
 
     check: called before every forward pass of the model; it may raise to stop the work
     (Score-CAM's hundreds of passes stay interruptible).
     """
-    try:
-        import pytorch_grad_cam
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    except ImportError as error:
-        raise ShapCAMError(
-            "the comparison maps need pytorch-grad-cam: pip install grad-cam"
-        ) from error
     if method not in METHODS:
         raise ShapCAMError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    module = dict(model.named_modules())[layer]
     hook = (
         model.register_forward_pre_hook(lambda _module, _inputs: check())
         if check is not None
         else None
     )
-    try:  # Score-CAM reports progress with tqdm on stderr: keep that out of the notebook
-        with (
-            contextlib.redirect_stderr(io.StringIO()),
-            eval_mode(model),  # pytorch-grad-cam sets eval mode and leaves it so
-            getattr(pytorch_grad_cam, METHODS[method])(model=model, target_layers=[module]) as cam,
-        ):
-            if method == "Score-CAM":
-                cam.batch_size = 32
-            parameter = next(model.parameters())
-            grayscale = cam(
-                input_tensor=inputs.to(parameter.device).clone(),
-                targets=[ClassifierOutputTarget(int(target))],
-            )
+    try:  # quiet: Score-CAM reports progress with tqdm on stderr; keep it out of the notebook
+        grayscale = grad_cam(
+            model, layer, METHODS[method], inputs, target, batch_size=32, quiet=True
+        )
     finally:
         if hook is not None:
             hook.remove()
