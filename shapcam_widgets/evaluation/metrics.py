@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
+from ..cam.game import class_scores
+
 RISE_BLUR_KERNEL, RISE_BLUR_SIGMA = 11, 5.0
 
 
@@ -44,12 +46,13 @@ def scale_map(saliency) -> np.ndarray:
 
 
 def probabilities(model, images: torch.Tensor, target: int, batch_size: int = 32) -> np.ndarray:
-    """Softmax probability of ``target`` for each image of a batch (float64 array)."""
+    """Softmax probability of ``target`` for each image of a batch (float64 array): the
+    game's value "prob" (``cam.game.class_scores``), computed in float32."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             logits = model(images[start : start + batch_size])
-            out.append(logits.float().softmax(dim=1)[:, target].double().cpu())
+            out.append(class_scores(logits, target, "prob").double().cpu())
     return torch.cat(out).numpy()
 
 
