@@ -1,0 +1,476 @@
+"""Which Shapley estimator is best on Shap-CAM's games, at equal value-function evaluations.
+
+``python -m benchmarks.estimators`` writes ``benchmarks/estimators.json`` (issue 12, part 2).
+
+Games: EfficientNet-Lite0 (ImageNet weights), value "prob" of the top-1 class, baseline
+"zero", on the first ``--images`` images of the ImageNet LOC subset
+(``shapcam_widgets.evaluation.data.ImageNetLOC``); layers as ``NAME`` or ``NAME:BLOCK``
+(``blocks.5``: 49 players; ``blocks.4:2``: 49 blocks of 2 x 2 cells; ``blocks.4``: 196).
+
+Estimators, each given a budget b of value-function evaluations (default 1k, 4k, 16k):
+our antithetic permutation sampler (``PermutationSampler``; the most orderings whose
+b/(n - 1)-ish evaluations stay within b, rounded down to pairs), our plain permutation
+sampler, a position-stratified variant of ours (antithetic pairs of cyclic shifts of a
+random ordering, so each player takes every position once per n orderings), and every
+shapiq approximator of Shapley values that runs (failures are recorded with their message).
+Every estimator calls the same general-path value function through a counter: the
+evaluations it actually used are recorded (shapiq spends its budget in its own way).
+
+Error: the mean over cells of the squared difference to a reference, our antithetic
+sampler at ``--reference-budget`` evaluations (local or fast path when there is one: the
+same estimates as the general path, faster) with its own seed. The reference's noise floor
+is its mean squared standard error; since an estimate and the reference are independent
+and the reference is unbiased, E[(estimate - reference)^2] = MSE(estimate) + Var(reference)
+per cell, so ``mse_corrected`` subtracts the reference's mean squared standard error.
+``ratio_to_ours`` is an estimator's mean MSE over ours (antithetic) at the same budget:
+above 1, ours is more accurate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import shapiq
+import torch
+from shapiq import Game
+
+from shapcam_widgets.games import PermutationSampler
+
+HERE = Path(__file__).resolve().parent
+ValueFunction = Callable[[torch.Tensor], torch.Tensor]
+
+#: The study the issue asks for; a run that does less is labelled partial in its JSON.
+FULL_STUDY = {
+    "images": 20,
+    "layers": ["blocks.5", "blocks.4:2", "blocks.4"],
+    "budgets": [1000, 4000, 16000],
+}
+OURS = "ours antithetic"
+
+
+class CountingValueFunction:
+    """A value function that counts the coalitions it values and calls ``value_fn`` at most
+    ``batch_size`` coalitions at a time; returns float64 values on the CPU."""
+
+    def __init__(self, value_fn: ValueFunction, batch_size: int = 4096):
+        self.value_fn, self.batch_size, self.evaluations = value_fn, batch_size, 0
+
+    def __call__(self, coalitions: torch.Tensor) -> torch.Tensor:
+        self.evaluations += len(coalitions)
+        if len(coalitions) == 0:
+            return torch.empty(0, dtype=torch.float64)
+        return torch.cat(
+            [self.value_fn(chunk).double().cpu() for chunk in coalitions.split(self.batch_size)]
+        )
+
+
+class ShapiqGame(Game):
+    """A value function of ours (a bool tensor (B, n) -> B values) as a shapiq ``Game``.
+
+    shapiq subtracts ``normalization_value`` from every value it returns; its approximators
+    and ``ExactComputer`` expect a centred game (v(empty) = 0). The normalization value
+    here is v(empty) (evaluated once, unless given as ``v_empty``), so shapiq sees
+    v(S) - v(empty). Shapley values do not change when a constant is subtracted, so the
+    order-1 values come out in our units (``shapley_values``); the empty coalition's value
+    in our units is ``v_empty`` (shapiq's ``baseline_value`` is then 0).
+
+    ``evaluations`` counts the coalitions valued (the one for v(empty) included when it
+    was evaluated here). Coalitions go to ``device`` as a bool tensor.
+    """
+
+    def __init__(
+        self,
+        value_fn: ValueFunction,
+        n_players: int,
+        *,
+        v_empty: float | None = None,
+        batch_size: int = 4096,
+        device: torch.device | str = "cpu",
+    ):
+        self.counter = CountingValueFunction(value_fn, batch_size)
+        self.device = torch.device(device)
+        if v_empty is None:
+            v_empty = float(self._values(np.zeros((1, n_players), dtype=bool))[0])
+        self.v_empty = float(v_empty)
+        super().__init__(n_players, normalize=True, normalization_value=self.v_empty)
+
+    @property
+    def evaluations(self) -> int:
+        return self.counter.evaluations
+
+    def _values(self, coalitions: np.ndarray) -> np.ndarray:
+        masks = torch.from_numpy(np.ascontiguousarray(coalitions, dtype=bool)).to(self.device)
+        return self.counter(masks).numpy()
+
+    def value_function(self, coalitions: np.ndarray) -> np.ndarray:
+        """Uncentred values (B,) of coalitions (B, n); shapiq centres them."""
+        return self._values(np.atleast_2d(coalitions))
+
+
+def shapley_values(values: shapiq.InteractionValues) -> np.ndarray:
+    """The order-1 values (n,) of shapiq's result, float64."""
+    return np.asarray(values.get_n_order_values(1), dtype=np.float64)
+
+
+def exact_shapiq(game: ShapiqGame) -> np.ndarray:
+    """Shapley values by shapiq's ``ExactComputer`` (2^n evaluations), in our units."""
+    return shapley_values(shapiq.ExactComputer(game, game.n_players)("SV", 1))
+
+
+# --- estimators: (value_fn, n, budget, seed, batch_size, v_empty) -> (phi, evaluations) ---
+
+
+class CyclicSampler(PermutationSampler):
+    """Our antithetic sampler walking cyclic shifts of a random ordering, n per ordering, in
+    a random order: each player takes every position once per n orderings (stratified by
+    position). Each ordering alone is uniform, so the estimate stays unbiased; the standard
+    errors assume independent pairs and are not used here."""
+
+    def _orderings(self, k: int) -> torch.Tensor:
+        if not hasattr(self, "_pending"):
+            self._pending: list[torch.Tensor] = []
+        orders = []
+        for _ in range(k):
+            if not self._pending:
+                n = self.n_players
+                base = torch.rand(n, generator=self.generator).argsort()
+                shifts = torch.rand(n, generator=self.generator).argsort().tolist()
+                self._pending = [base.roll(s) for s in shifts]
+            orders.append(self._pending.pop())
+        orders = torch.stack(orders)
+        if self.antithetic:
+            orders = torch.stack([orders, orders.flip(1)], dim=1).reshape(2 * k, -1)
+        return orders.to(self.device)
+
+
+def orderings_for(budget: int, n_players: int, group: int) -> int:
+    """The most orderings (a multiple of ``group``, at least one group) whose evaluations,
+    2 + m (n - 1), stay within ``budget``."""
+    groups = (budget - 2) // (group * (n_players - 1))
+    return group * max(1, groups)
+
+
+def ours(antithetic: bool, sampler_class=PermutationSampler):
+    def run(value_fn, n, budget, seed, batch_size, v_empty):
+        counter = CountingValueFunction(value_fn, batch_size)
+        group = 2 if antithetic else 1
+        sampler = sampler_class(counter, n, antithetic=antithetic, seed=seed, batch_size=batch_size)
+        estimate = sampler.run(orderings_for(budget, n, group))
+        return estimate.values.numpy(), counter.evaluations
+
+    return run
+
+
+def shapiq_class(name: str):
+    """shapiq's approximator ``name``, looked up when used: one this version lacks is a
+    recorded failure, not an import error."""
+    cls = getattr(shapiq.approximator, name, None) or getattr(shapiq, name, None)
+    if cls is None:
+        raise ImportError(f"shapiq {shapiq.__version__} has no {name}")
+    return cls
+
+
+def shapiq_estimator(name: str, **options):
+    """shapiq's approximator ``name``, built as name(n=n, random_state=seed, **options)."""
+
+    def run(value_fn, n, budget, seed, batch_size, v_empty):
+        game = ShapiqGame(value_fn, n, v_empty=v_empty, batch_size=batch_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            approximator = shapiq_class(name)(n=n, random_state=seed, **options)
+            result = approximator.approximate(budget, game)
+        return shapley_values(result), game.evaluations
+
+    return run
+
+
+ESTIMATORS = {
+    OURS: ours(True),
+    "ours plain": ours(False),
+    "ours antithetic, cyclic shifts": ours(True, CyclicSampler),
+    "shapiq PermutationSamplingSV": shapiq_estimator("PermutationSamplingSV"),
+    "shapiq KernelSHAP": shapiq_estimator("KernelSHAP"),
+    "shapiq KernelSHAP, paired": shapiq_estimator("KernelSHAP", pairing_trick=True),
+    "shapiq UnbiasedKernelSHAP": shapiq_estimator("UnbiasedKernelSHAP"),
+    "shapiq kADDSHAP (k=2)": shapiq_estimator("kADDSHAP", max_order=2),
+    "shapiq SVARM": shapiq_estimator("SVARM"),
+    "shapiq SVARMIQ (SV)": shapiq_estimator("SVARMIQ", max_order=1, index="SV"),
+    "shapiq SHAPIQ (SV)": shapiq_estimator("SHAPIQ", max_order=1, index="SV"),
+    "shapiq StratifiedSamplingSV": shapiq_estimator("StratifiedSamplingSV"),
+    "shapiq OwenSamplingSV": shapiq_estimator("OwenSamplingSV"),
+    "shapiq SPEX (SV)": shapiq_estimator("SPEX", max_order=1, index="SV"),
+    "shapiq ProxySPEX (SV)": shapiq_estimator("ProxySPEX", max_order=1, index="SV"),
+}
+#: Shapley-value approximators of newer shapiq versions (Python >= 3.12), used when present.
+NEWER = ["RegressionMSR", "LeverageSHAP", "OddSHAP", "ShaplEIG"]
+for _name in NEWER:
+    if getattr(shapiq.approximator, _name, None) or getattr(shapiq, _name, None):
+        ESTIMATORS[f"shapiq {_name}"] = shapiq_estimator(_name)
+#: Those this shapiq version lacks.
+ABSENT = {
+    name: f"not in shapiq {shapiq.__version__}"
+    for name in NEWER
+    if f"shapiq {name}" not in ESTIMATORS
+}
+
+
+# --- the study ---
+
+
+def parse_layer(text: str) -> tuple[str, int]:
+    name, _, block = text.partition(":")
+    return name, int(block) if block else 1
+
+
+def _scope(args, report: dict) -> dict:
+    """What of the full study this report holds and what it does not (yet)."""
+    not_done = []
+    done = {f"{g['layer']}:{g['block_size']}": len(g["images"]) for g in report["games"]}
+    for layer in FULL_STUDY["layers"]:
+        name, block = parse_layer(layer)
+        count = done.get(f"{name}:{block}", 0)
+        if count == 0:
+            not_done.append(f"game {layer}: not run")
+        elif count < FULL_STUDY["images"]:
+            not_done.append(f"game {layer}: images {count + 1} to {FULL_STUDY['images']}")
+    absent = [b for b in FULL_STUDY["budgets"] if b not in args.budgets]
+    if absent:
+        not_done.append("budgets " + ", ".join(map(str, absent)))
+    left_out = [name for name in ESTIMATORS if name not in args.estimators]
+    if left_out:
+        not_done.append("estimators " + ", ".join(left_out))
+    return {
+        "complete": not not_done,
+        "images_done": done,
+        "not_done": not_done,
+        "full_study": FULL_STUDY,
+    }
+
+
+def summarize(records: list[dict], reference_var: dict[str, float]) -> dict:
+    """Per budget and estimator: mean MSE over images and seeds, corrected for the
+    reference's variance, the ratio to ours, evaluations and seconds."""
+    table = {}
+    for budget in sorted({r["budget"] for r in records}):
+        rows = [r for r in records if r["budget"] == budget]
+        ours_mse = {(r["image"], r["seed"]): r["mse"] for r in rows if r["estimator"] == OURS}
+        entry = {}
+        for name in dict.fromkeys(r["estimator"] for r in rows):
+            runs = [r for r in rows if r["estimator"] == name]
+            done = [r for r in runs if "error" not in r]
+            failures = sorted({r["error"] for r in runs if "error" in r})
+            if not done:
+                entry[name] = {"runs": 0, "failures": failures}
+                continue
+            mse = float(np.mean([r["mse"] for r in done]))
+            floor = float(np.mean([reference_var[r["image"]] for r in done]))
+            ours_mean = float(np.mean([ours_mse[r["image"], r["seed"]] for r in done]))
+            paired = [
+                r["mse"] / ours_mse[r["image"], r["seed"]]
+                for r in done
+                if ours_mse.get((r["image"], r["seed"]), 0) > 0 and r["mse"] > 0
+            ]
+            evaluations = [r["evaluations"] for r in done]
+            entry[name] = {
+                "mse": mse,
+                "mse_corrected": mse - floor,
+                "ratio_to_ours": mse / ours_mean if ours_mean > 0 else None,
+                "ratio_to_ours_geometric_mean": float(np.exp(np.mean(np.log(paired))))
+                if paired
+                else None,
+                "evaluations_mean": float(np.mean(evaluations)),
+                "evaluations_min": int(min(evaluations)),
+                "evaluations_max": int(max(evaluations)),
+                "seconds_mean": float(np.mean([r["seconds"] for r in done])),
+                "runs": len(done),
+                "failures": failures,
+            }
+        table[str(budget)] = entry
+    return table
+
+
+def run_game(model, images, layer, block_size, args, report, game_report) -> None:
+    from shapcam_widgets import ShapCAM
+
+    device = torch.device(args.device)
+    general = ShapCAM(model, layer, device=device, path="general")
+    quick = ShapCAM(model, layer, device=device, path="auto")
+    records, reference_var = game_report["runs"], game_report["reference_variance"]
+    for image_id, image in images:
+        game = general.game(image, None, value="prob", baseline="zero", block_size=block_size)
+        n, target = game.n_players, game.target
+        batch_size = general.explain(
+            image, target, value="prob", baseline="zero", block_size=block_size
+        ).batch_size
+        started = time.perf_counter()
+        explanation = quick.explain(
+            image,
+            target,
+            value="prob",
+            baseline="zero",
+            block_size=block_size,
+            seed=args.reference_seed,
+        )
+        reference = explanation.refine(orderings_for(args.reference_budget, n, 2))
+        ref = reference.phi.ravel().astype(np.float64)
+        stderr = np.asarray(reference.stderr, dtype=np.float64).ravel()
+        reference_var[image_id] = float(np.mean(stderr**2))
+        game_report["players"] = n
+        game_report["references"].append(
+            {
+                "image": image_id,
+                "target": target,
+                "path": explanation.path,
+                "orderings": reference.n_orderings,
+                "evaluations": reference.n_evaluations,
+                "seconds": time.perf_counter() - started,
+                "mean_squared_stderr": reference_var[image_id],
+                "max_stderr": float(stderr.max()),
+                "mean_abs_phi": float(np.abs(ref).mean()),
+                "v_full_minus_v_empty": float(ref.sum()),
+            }
+        )
+        v_empty = reference.v_empty
+        print(
+            f"{layer}:{block_size} {image_id}: n={n}, reference {reference.n_orderings} orderings "
+            f"in {game_report['references'][-1]['seconds']:.1f} s, noise floor "
+            f"{reference_var[image_id]:.3g}",
+            flush=True,
+        )
+        for budget in args.budgets:
+            for seed in args.seeds:
+                for name in args.estimators:
+                    record = {"image": image_id, "budget": budget, "seed": seed, "estimator": name}
+                    started = time.perf_counter()
+                    try:
+                        phi, evaluations = ESTIMATORS[name](
+                            game, n, budget, seed, batch_size, v_empty
+                        )
+                        phi = np.asarray(phi, dtype=np.float64).ravel()
+                        if phi.shape != ref.shape or not np.isfinite(phi).all():
+                            raise ValueError(
+                                f"estimate of shape {phi.shape}, finite: "
+                                f"{bool(np.isfinite(phi).all())}"
+                            )
+                        record["mse"] = float(np.mean((phi - ref) ** 2))
+                        record["evaluations"] = int(evaluations)
+                    except Exception as error:  # noqa: BLE001 - recorded, the study goes on
+                        record["error"] = f"{type(error).__name__}: {error}"[:300]
+                    record["seconds"] = time.perf_counter() - started
+                    records.append(record)
+            table = summarize(records, reference_var)[str(budget)]
+            print(
+                f"  budget {budget}: "
+                + ", ".join(
+                    f"{k} {v['ratio_to_ours']:.2f}"
+                    if v.get("ratio_to_ours") is not None
+                    else f"{k} failed"
+                    for k, v in table.items()
+                ),
+                flush=True,
+            )
+        game_report["images"].append(image_id)
+        game_report["table"] = summarize(records, reference_var)
+        report["scope"] = _scope(args, report)
+        _write(args.out, report)
+
+
+def _write(path: Path, report: dict) -> None:
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.estimators", description=__doc__)
+    parser.add_argument("--images", type=int, default=FULL_STUDY["images"])
+    parser.add_argument("--budgets", type=int, nargs="+", default=FULL_STUDY["budgets"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--layers", nargs="+", default=FULL_STUDY["layers"])
+    parser.add_argument("--reference-budget", type=int, default=2**19)
+    parser.add_argument("--reference-seed", type=int, default=10**6)
+    parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS))
+    parser.add_argument("--data", default=None, help="ImageNet LOC folder (default: shared)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=HERE / "estimators.json")
+    parser.add_argument("--note", default="", help="a remark stored in the report")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.estimators if name not in ESTIMATORS]
+    if unknown:
+        parser.error(f"unknown estimators {unknown}; known: {list(ESTIMATORS)}")
+    if OURS not in args.estimators:
+        args.estimators.insert(0, OURS)
+    if max(args.budgets) * 4 > args.reference_budget:
+        parser.error("--reference-budget should be at least 4x the largest budget")
+    from shapcam_widgets import load_model
+    from shapcam_widgets.evaluation.data import ImageNetLOC
+
+    started = time.perf_counter()
+    model, preprocess = load_model("efficientnet_lite0")
+    model = model.to(args.device).eval()
+    dataset = ImageNetLOC(args.data, limit=args.images)
+    images = [(s.image_id, preprocess(dataset.load(s)).to(args.device)) for s in dataset.samples]
+    report = {
+        "description": __doc__.split("\n\n")[0],
+        "note": args.note,
+        "scope": None,
+        "settings": {
+            "model": "efficientnet_lite0",
+            "value": "prob",
+            "baseline": "zero",
+            "target": "top-1 class",
+            "images": args.images,
+            "data": str(dataset.root),
+            "budgets": args.budgets,
+            "seeds": args.seeds,
+            "layers": args.layers,
+            "reference_budget": args.reference_budget,
+            "reference_seed": args.reference_seed,
+            "estimators": args.estimators,
+            "absent_estimators": ABSENT,
+            "device": args.device,
+            "command": " ".join(
+                ["python -m benchmarks.estimators", *(sys.argv[1:] if argv is None else argv)]
+            ),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "shapiq": shapiq.__version__,
+        },
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
+        + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""),
+        "games": [],
+    }
+    for text in args.layers:
+        layer, block_size = parse_layer(text)
+        game_report = {
+            "layer": layer,
+            "block_size": block_size,
+            "players": None,
+            "images": [],
+            "references": [],
+            "reference_variance": {},
+            "table": {},
+            "runs": [],
+        }
+        report["games"].append(game_report)
+        run_game(model, images, layer, block_size, args, report, game_report)
+    report["seconds"] = time.perf_counter() - started
+    report["scope"] = _scope(args, report)
+    _write(args.out, report)
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

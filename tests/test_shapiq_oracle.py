@@ -1,0 +1,206 @@
+"""shapiq as a second oracle: its ExactComputer against our ``exact_shapley`` (and our
+samplers' convergence) on small games; the shapiq adapter of ``benchmarks.estimators``."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+shapiq = pytest.importorskip("shapiq")
+
+from benchmarks import estimators as est  # noqa: E402
+from shapcam_widgets import ShapCAM  # noqa: E402
+from shapcam_widgets.games import exact_shapley, sample_shapley  # noqa: E402
+
+
+def voting_game(weights, quota):
+    """A weighted voting game: v(S) = 1 when the weights in S reach the quota."""
+    w = torch.tensor(weights, dtype=torch.float64)
+    return lambda coalitions: (coalitions.double() @ w >= quota).double()
+
+
+def random_game(n, seed=0, offset=0.7):
+    """A table of 2^n independent random values (no structure at all), v(empty) = offset +
+    a random number."""
+    table = torch.randn(1 << n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    bits = 1 << torch.arange(n)
+
+    def value(coalitions):
+        return offset + table[(coalitions.long() * bits).sum(dim=1)]
+
+    return value
+
+
+class TinyNet(nn.Module):
+    """stem -> "layer" (6 x 6 x 8 for a 24 x 32 input) -> conv, BN, ReLU -> GAP -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.layer = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.tail = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc(self.tail(self.layer(self.stem(x))).mean(dim=(2, 3)))
+
+
+TINY_IMAGE = torch.randn(1, 3, 24, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+@pytest.fixture(scope="module")
+def cnn_game(tiny_net):
+    """The tiny CNN's "layer" game: value "prob", zero baseline, 2 x 2 blocks: 3 x 4 = 12
+    players."""
+    explainer = ShapCAM(tiny_net, "layer", path="general")
+    game = explainer.game(TINY_IMAGE, None, value="prob", block_size=2)
+    assert game.n_players == 12
+    return game
+
+
+VOTING = voting_game([4, 3, 3, 2, 2, 1, 1, 1, 1], quota=10)
+GAMES = {
+    "voting": (VOTING, 9),
+    "random 8": (random_game(8, seed=1), 8),
+    "random 10": (random_game(10, seed=2), 10),
+}
+
+
+@pytest.mark.parametrize("name", GAMES)
+def test_exact_agrees_with_shapiq_exact_computer(name):
+    value_fn, n = GAMES[name]
+    ours = exact_shapley(value_fn, n).values.numpy()
+    game = est.ShapiqGame(value_fn, n)
+    theirs = est.exact_shapiq(game)
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-9)
+    assert game.evaluations == 1 + 2**n  # v(empty) for the normalization, then all 2^n
+
+
+def test_exact_agrees_with_shapiq_on_a_cnn_layer_game(tiny_net, cnn_game):
+    n = cnn_game.n_players
+    ours = exact_shapley(cnn_game, n).values.numpy()
+    theirs = est.exact_shapiq(est.ShapiqGame(cnn_game, n, batch_size=1000))
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
+    assert np.abs(ours).max() > 1e-4  # a game with something to attribute
+    # the explainer's exact maps (whichever path it picks) play the same game
+    result = ShapCAM(tiny_net, "layer").attribute(
+        TINY_IMAGE, cnn_game.target, value="prob", block_size=2, exact=True
+    )
+    np.testing.assert_allclose(result.phi.ravel(), theirs, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("antithetic", [True, False])
+@pytest.mark.parametrize("name", ["voting", "random 10"])
+def test_samplers_converge_to_shapiqs_exact_values(name, antithetic):
+    value_fn, n = GAMES[name]
+    exact = est.exact_shapiq(est.ShapiqGame(value_fn, n))
+    small = sample_shapley(value_fn, n, 200, antithetic=antithetic, seed=3)
+    large = sample_shapley(value_fn, n, 3200, antithetic=antithetic, seed=4)
+    for estimate in (small, large):
+        z = np.abs(estimate.values.numpy() - exact) / estimate.stderr.numpy()
+        assert z.max() < 5, z
+    small_mse = np.mean((small.values.numpy() - exact) ** 2)
+    large_mse = np.mean((large.values.numpy() - exact) ** 2)
+    assert large_mse < small_mse / 4  # 16x the orderings: the MSE falls about 16x
+
+
+def test_cyclic_shift_sampler_is_stratified_and_unbiased():
+    value_fn, n = GAMES["random 10"]
+    sampler = est.CyclicSampler(value_fn, n, seed=0)
+    orders = sampler._orderings(n)[::2]  # n orderings (without their reverses)
+    positions = torch.empty_like(orders).scatter_(1, orders, torch.arange(n).expand(n, n))
+    for player in range(n):  # every player at every position once
+        assert sorted(positions[:, player].tolist()) == list(range(n))
+    # unbiased: the mean of 12 seeds within 5 standard errors (of that mean) of exact
+    exact = exact_shapley(value_fn, n).values.numpy()
+    runs = np.stack(
+        [est.CyclicSampler(value_fn, n, seed=s).run(400).values.numpy() for s in range(12)]
+    )
+    stderr = runs.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    assert (np.abs(runs.mean(axis=0) - exact) / stderr).max() < 5
+
+
+def test_adapter_centres_the_game_and_keeps_our_units():
+    value_fn, n = GAMES["random 8"]
+    full, empty = torch.ones(1, n, dtype=torch.bool), torch.zeros(1, n, dtype=torch.bool)
+    v_full, v_empty = float(value_fn(full)), float(value_fn(empty))
+    assert abs(v_empty) > 0.1  # the normalization matters
+    game = est.ShapiqGame(value_fn, n)
+    assert game.v_empty == pytest.approx(v_empty, abs=1e-12)
+    assert game.normalization_value == pytest.approx(v_empty, abs=1e-12)
+    assert game(np.zeros(n, dtype=bool))[0] == pytest.approx(0.0, abs=1e-12)
+    assert game(np.ones(n, dtype=bool))[0] == pytest.approx(v_full - v_empty, abs=1e-12)
+    # Shapley values in our units: efficiency with our v(N) - v(empty), and unchanged by
+    # an offset of the value function
+    exact = est.exact_shapiq(game)
+    assert exact.sum() == pytest.approx(v_full - v_empty, abs=1e-9)
+    shifted = est.exact_shapiq(est.ShapiqGame(lambda c: value_fn(c) + 1000.0, n))
+    np.testing.assert_allclose(shifted, exact, rtol=0, atol=1e-9)
+    result = shapiq.ExactComputer(game, n)("SV", 1)
+    assert result.baseline_value == pytest.approx(0.0, abs=1e-12)
+    # a given v_empty is not evaluated again
+    given = est.ShapiqGame(value_fn, n, v_empty=v_empty)
+    assert given.evaluations == 0
+    given(np.ones((3, n), dtype=bool))
+    assert given.evaluations == 3
+
+
+def test_adapter_batches_and_counts_a_torch_value_function(cnn_game):
+    calls = []
+
+    def value_fn(coalitions):
+        calls.append(len(coalitions))
+        assert coalitions.dtype == torch.bool
+        return cnn_game(coalitions)
+
+    game = est.ShapiqGame(value_fn, cnn_game.n_players, batch_size=100)
+    rng = np.random.default_rng(0)
+    coalitions = rng.random((250, cnn_game.n_players)) < 0.5
+    values = game(coalitions)
+    direct = cnn_game(torch.from_numpy(coalitions)).double().numpy() - game.v_empty
+    np.testing.assert_allclose(values, direct, rtol=0, atol=1e-12)
+    assert calls == [1, 100, 100, 50]
+    assert game.evaluations == 251
+
+
+CHEAP = [name for name in est.ESTIMATORS if "SPEX" not in name]  # SPEX: minutes per run
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_every_estimator_runs_within_its_budget(name, cnn_game):
+    n = cnn_game.n_players
+    exact = exact_shapley(cnn_game, n).values.numpy()
+    v_empty = float(cnn_game(torch.zeros(1, n, dtype=torch.bool)))
+    phi, evaluations = est.ESTIMATORS[name](cnn_game, n, 400, 0, 64, v_empty)
+    assert phi.shape == (n,) and np.isfinite(phi).all()
+    assert 0 < evaluations <= 400
+    assert np.mean((phi - exact) ** 2) < 0.5 * np.mean(exact**2)  # better than all zeros
+
+
+def test_orderings_for_a_budget():
+    assert est.orderings_for(1000, 49, 2) == 20  # 2 + 20 * 48 = 962 <= 1000
+    assert est.orderings_for(1000, 49, 1) == 20
+    assert est.orderings_for(1000, 196, 2) == 4  # 2 + 4 * 195 = 782
+    assert est.orderings_for(10, 49, 2) == 2  # at least one group
+
+
+def test_summary_ratios_and_noise_floor():
+    records = [
+        {"image": "a", "seed": 0, "budget": 10, "estimator": est.OURS, "mse": 2.0,
+         "evaluations": 9, "seconds": 1.0},
+        {"image": "a", "seed": 0, "budget": 10, "estimator": "x", "mse": 6.0,
+         "evaluations": 10, "seconds": 1.0},
+        {"image": "a", "seed": 0, "budget": 10, "estimator": "y", "error": "E: no",
+         "seconds": 0.0},
+    ]  # fmt: skip
+    table = est.summarize(records, {"a": 0.5})["10"]
+    assert table["x"]["ratio_to_ours"] == pytest.approx(3.0)
+    assert table["x"]["mse_corrected"] == pytest.approx(5.5)
+    assert table[est.OURS]["evaluations_max"] == 9
+    assert table["y"] == {"runs": 0, "failures": ["E: no"]}
