@@ -25,7 +25,8 @@ import torch
 
 from shapcam_widgets import ShapCAM, load_model
 
-from .run import captum_runner, measure, mse, shapcam_runner, tune_ppe
+from .harness import measure, mse
+from .scenarios import captum_runner, shapcam_runner, tune_ppe
 
 HERE = Path(__file__).resolve().parent
 LAYER = "blocks.5"

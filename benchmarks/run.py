@@ -16,6 +16,9 @@ Everything is measured in one run, on one image (scikit-image's ``chelsea``) and
 Medians of ``--repeats`` runs (default 3; seeds 0, 1, 2). ``ratio_vs_peer`` is the peer's
 seconds over the entry's seconds (a speed-up: above 1 means faster than the peer); for
 accuracy entries it is the peer's MSE over the entry's MSE.
+
+This module is the report (``targets``, ``markdown``, ``main``); ``harness`` measures,
+``scenarios`` holds the competitors and what is run on them.
 """
 
 import argparse
@@ -23,471 +26,15 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
-from shapcam_widgets.cam import ShapCAM
-from shapcam_widgets.evaluation.methods import make_method
-from shapcam_widgets.games import exact_shapley
+from .harness import Key, Report, device_name, return_freed_memory
+from .scenarios import LAST_STAGE, QUICK, STAGE_14, Settings, exact_games, last_stage, stage_14
 
 HERE = Path(__file__).resolve().parent
-LAST_STAGE, STAGE_14 = "blocks.6", "blocks.4"
-
-
-@dataclass
-class Settings:
-    orderings: tuple[int, ...] = (64, 256, 1024)
-    repeats: int = 3
-    reference: int = 16384
-    mse_seeds: int = 200  # seeds for plain vs antithetic (fast path: cheap)
-    stage14_orderings: tuple[int, ...] = (8,)
-    exact_players: tuple[int, ...] = (16, 20)
-    score_cam: bool = True
-    ppe_choices: tuple[int, ...] = (1, 7, 16, 49)
-    stage14_ppe_choices: tuple[int, ...] = (16, 49, 196)
-    equal_time_cap: int = 4096
-
-
-QUICK = Settings(
-    orderings=(4, 8),
-    repeats=1,
-    reference=256,
-    mse_seeds=4,
-    stage14_orderings=(2,),
-    exact_players=(8,),
-    score_cam=False,
-    ppe_choices=(49,),
-    stage14_ppe_choices=(49,),
-    equal_time_cap=64,
-)
-
-
-# --- measuring ---------------------------------------------------------------------------
-
-
-def _proc_status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _return_freed_memory() -> None:
-    """Make glibc give big freed blocks back to the OS, so that RSS peaks are per run.
-
-    Fixed mmap threshold (M_MMAP_THRESHOLD = -3) of 64 KiB: large tensors live in their
-    own mappings and leave the resident set when freed. A no-op off glibc.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """Extra peak memory of a block: GPU allocations on CUDA, resident set on the CPU.
-
-    On Linux the resident high-water mark is reset by writing 5 to /proc/self/clear_refs;
-    where that is refused the figure is the growth of the process's lifetime peak.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak = device, 0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            try:
-                with open("/proc/self/clear_refs", "w") as clear:
-                    clear.write("5")
-            except OSError:
-                pass
-            self.start = _proc_status_kib("VmRSS") * 1024
-        return self
-
-    def __exit__(self, *_):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.start
-        else:
-            self.peak = max(0, _proc_status_kib("VmHWM") * 1024 - self.start)
-
-
-@dataclass
-class Timing:
-    seconds: float
-    all_seconds: list[float]
-    outputs: list
-    peak_bytes: int
-
-
-def measure(
-    run: Callable[[int], object], repeats: int, device: torch.device, *, warmup: bool = True
-) -> Timing:
-    """Median seconds of run(seed) over seeds 0 .. repeats-1.
-
-    warmup: call run once first, untimed (one-off costs: oneDNN kernels, lazy imports).
-    """
-    if warmup:
-        run(repeats)
-    times, outputs, peak = [], [], 0
-    for seed in range(repeats):
-        with PeakMemory(device) as memory:
-            started = time.perf_counter()
-            outputs.append(run(seed))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-        peak = max(peak, memory.peak)
-    return Timing(statistics.median(times), times, outputs, peak)
-
-
-def mse(estimates, reference: np.ndarray) -> float:
-    """Mean over estimates of the mean squared error per player."""
-    return float(np.mean([np.mean((np.ravel(e) - reference) ** 2) for e in estimates]))
-
-
-@dataclass
-class Report:
-    device: torch.device
-    entries: list[dict] = field(default_factory=list)
-
-    def add(self, name, layer, players, samples, timing, *, peer=None, mse_value=None, **extra):
-        entry = {
-            "name": name,
-            "layer": layer,
-            "players": players,
-            "samples": samples,
-            "seconds": timing.seconds if timing else extra.pop("seconds"),
-            "peer": peer,
-            "ratio_vs_peer": None,
-            "mse": mse_value,
-            "device": _device_name(self.device),
-            "peak_mib": round(timing.peak_bytes / 2**20, 1) if timing else None,
-            "all_seconds": [round(t, 4) for t in timing.all_seconds] if timing else None,
-        }
-        entry.update(extra)
-        if peer is not None:
-            other = self.find(peer, layer)
-            key = "mse" if entry.get("compare") == "mse" else "seconds"
-            if other is not None and other[key] and entry[key]:
-                entry["ratio_vs_peer"] = other[key] / entry[key]
-        self.entries.append(entry)
-        print(_line(entry), flush=True)
-        return entry
-
-    def find(self, name, layer):
-        return next((e for e in self.entries if e["name"] == name and e["layer"] == layer), None)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def _line(entry: dict) -> str:
-    ratio = entry["ratio_vs_peer"]
-    text = f"{entry['name']:<44} {entry['layer']:<9} {entry['seconds']:9.4f} s"
-    if ratio is not None:
-        text += f"  x{ratio:.2f} vs {entry['peer']}"
-    if entry["mse"] is not None:
-        text += f"  mse {entry['mse']:.3g}"
-    return text
-
-
-# --- the competitors ---------------------------------------------------------------------
-
-
-class TailModule(nn.Module):
-    """The network after the layer, as a module of the activation (captum's forward)."""
-
-    def __init__(self, game):
-        super().__init__()
-        self.game = game
-
-    def forward(self, activations: torch.Tensor) -> torch.Tensor:
-        logits = self.game.network.tail(activations, self.game.context)
-        return logits.softmax(dim=1) if self.game.value == "prob" else logits
-
-
-def captum_runner(explainer: ShapCAM, image, target, n_samples: int, ppe: int, **options):
-    """run(seed) -> phi: captum's ShapleyValueSampling on the Shap-CAM game of one image
-    (options: value, baseline, as for ``ShapCAM.attribute``)."""
-    from captum.attr import ShapleyValueSampling
-
-    def run(seed: int) -> np.ndarray:
-        game = explainer.game(image, target, **options)  # the prefix forward, as in ours
-        h, w = game.cells
-        feature_mask = game.player_of_cell.reshape(1, 1, h, w)
-        torch.manual_seed(seed)
-        with torch.inference_mode():
-            attributions = ShapleyValueSampling(TailModule(game)).attribute(
-                game.activation,
-                baselines=game.baseline,
-                target=game.target,
-                feature_mask=feature_mask,
-                n_samples=n_samples,
-                perturbations_per_eval=ppe,
-                show_progress=False,
-            )
-        return attributions[0, 0].reshape(-1).double().cpu().numpy()
-
-    return run
-
-
-def shapcam_runner(explainer: ShapCAM, image, target, n_samples: int, **options):
-    def run(seed: int) -> np.ndarray:
-        result = explainer.attribute(image, target, n_samples=n_samples, seed=seed, **options)
-        run.last = result
-        return result.phi.ravel()
-
-    return run
-
-
-def grad_cam_runner(model, layer: str, image, target, kind: str):
-    """pytorch-grad-cam's GradCAM or ScoreCAM (batch 64), through the evaluation's maker."""
-    maker = make_method(kind.lower(), model, layer, scorecam_batch_size=64)
-    return lambda seed: maker(image, target, seed)
-
-
-def tune_ppe(explainer, image, target, choices, device) -> tuple[int, dict]:
-    """The fastest perturbations_per_eval for captum, timed at 2 orderings."""
-    seconds = {}
-    for ppe in choices:
-        run = captum_runner(explainer, image, target, 2, ppe)
-        seconds[ppe] = measure(run, 1, device).seconds
-    return min(seconds, key=seconds.get), seconds
-
-
-# --- the benchmark -----------------------------------------------------------------------
-
-
-def last_stage(report, model, image, settings, device) -> dict:
-    layer = LAST_STAGE
-    fast = ShapCAM(model, layer, device=device)
-    general = ShapCAM(model, layer, device=device, path="general")
-    game = general.game(image)
-    target, players = game.target, game.n_players
-    info = {"target": target, "players": players, "fast_path_reason": fast.fast_path_reason}
-
-    # reference: 16,384 orderings on the fast path (same estimates as the general path)
-    explanation = fast.explain(image, target, seed=10**6)
-    started = time.perf_counter()
-    reference = explanation.refine(settings.reference)
-    info["reference_seconds"] = time.perf_counter() - started
-    info["reference_max_stderr"] = float(reference.stderr.max())
-    ref = reference.phi.ravel()
-
-    ppe, ppe_seconds = tune_ppe(general, image, target, settings.ppe_choices, device)
-    info["captum_ppe"], info["captum_ppe_seconds_m2"] = ppe, ppe_seconds
-
-    for m in settings.orderings:
-        warm = m == settings.orderings[0]
-        captum = measure(
-            captum_runner(general, image, target, m, ppe), settings.repeats, device, warmup=warm
-        )
-        report.add(
-            f"captum ShapleyValueSampling m={m}",
-            layer,
-            players,
-            m,
-            captum,
-            mse_value=mse(captum.outputs, ref),
-            perturbations_per_eval=ppe,
-        )
-        for path, explainer in (("general", general), ("fast", fast)):
-            run = shapcam_runner(explainer, image, target, m)
-            timing = measure(run, settings.repeats, device, warmup=warm)
-            assert run.last.path == path
-            report.add(
-                f"Shap-CAM {path} m={m}",
-                layer,
-                players,
-                run.last.n_orderings,
-                timing,
-                peer=f"captum ShapleyValueSampling m={m}",
-                mse_value=mse(timing.outputs, ref),
-                evaluations=run.last.n_evaluations,
-                evals_per_s=run.last.n_evaluations / timing.seconds,
-            )
-
-    # captum's default perturbations_per_eval = 1, for reference
-    m0 = settings.orderings[0]
-    captum1 = measure(
-        captum_runner(general, image, target, m0, 1), settings.repeats, device, warmup=False
-    )
-    report.add(
-        f"captum ShapleyValueSampling ppe=1 m={m0}",
-        layer,
-        players,
-        m0,
-        captum1,
-        mse_value=mse(captum1.outputs, ref),
-        perturbations_per_eval=1,
-    )
-
-    # a plain batched forward of the tail, to see how close the general path gets
-    batch = general.explain(image, target).batch_size
-    coalitions = torch.rand(batch, players, generator=torch.Generator().manual_seed(0)) < 0.5
-    masked = game.masked_activations(coalitions)
-
-    def plain(_seed):
-        with torch.inference_mode():
-            for _ in range(20):
-                game.network.tail(masked, game.context)
-
-    timing = measure(plain, settings.repeats, device)
-    report.add(
-        f"tail forward, plain batches of {batch}",
-        layer,
-        players,
-        None,
-        timing,
-        evaluations=20 * batch,
-        evals_per_s=20 * batch / timing.seconds,
-    )
-
-    # plain vs antithetic at equal evaluations (fast path: same orderings as the general)
-    mses = {}
-    for antithetic in (False, True):
-        explanations = [
-            fast.explain(image, target, seed=seed, antithetic=antithetic)
-            for seed in range(settings.mse_seeds)
-        ]
-        estimates, started = [], time.perf_counter()
-        for explanation in explanations:
-            result = explanation.refine(m0)
-            estimates.append(result.phi.ravel())
-        seconds = (time.perf_counter() - started) / settings.mse_seeds
-        name = f"{'antithetic' if antithetic else 'plain'} sampling m={m0}"
-        mses[antithetic] = report.add(
-            name,
-            layer,
-            players,
-            m0,
-            None,
-            seconds=seconds,
-            peer=f"plain sampling m={m0}" if antithetic else None,
-            mse_value=mse(estimates, ref),
-            compare="mse",
-            evaluations=result.n_evaluations,
-            seeds=settings.mse_seeds,
-        )
-
-    # ours vs captum at equal wall time (captum at the smallest m)
-    captum_entry = report.find(f"captum ShapleyValueSampling m={m0}", layer)
-    budget = captum_entry["seconds"]
-    for path, explainer in (("general", general), ("fast", fast)):
-        points = [report.find(f"Shap-CAM {path} m={m}", layer) for m in settings.orderings]
-        slope, intercept = np.polyfit(
-            [p["samples"] for p in points], [p["seconds"] for p in points], 1
-        )
-        affordable = int((budget - intercept) / max(slope, 1e-12)) // 2 * 2
-        m_eq = max(2, min(settings.equal_time_cap, affordable))
-        run = shapcam_runner(explainer, image, target, m_eq)
-        timing = measure(run, settings.repeats, device, warmup=False)
-        report.add(
-            f"Shap-CAM {path} at captum's time (m={m_eq})",
-            layer,
-            players,
-            run.last.n_orderings,
-            timing,
-            peer=captum_entry["name"],
-            mse_value=mse(timing.outputs, ref),
-            compare="mse",
-            capped=affordable > settings.equal_time_cap,
-        )
-
-    # the gradient-free and gradient CAMs people use
-    top = f"Shap-CAM fast m={settings.orderings[-1]}"
-    kinds = ("GradCAM", "ScoreCAM") if settings.score_cam else ("GradCAM",)
-    for kind in kinds:
-        run = grad_cam_runner(model, layer, image, target, kind)
-        timing = measure(run, settings.repeats, device, warmup=kind == "GradCAM")
-        report.add(kind, layer, players, None, timing, peer=top)
-    return info
-
-
-def stage_14(report, model, image, settings, device) -> dict:
-    layer = STAGE_14
-    explainer = ShapCAM(model, layer, device=device)
-    game = explainer.game(image)
-    target, players = game.target, game.n_players
-    info = {"players": players, "fast_path_reason": explainer.fast_path_reason}
-    ppe, ppe_seconds = tune_ppe(explainer, image, target, settings.stage14_ppe_choices, device)
-    info["captum_ppe"], info["captum_ppe_seconds_m2"] = ppe, ppe_seconds
-    for m in settings.stage14_orderings:
-        warm = m == settings.stage14_orderings[0]
-        runner = captum_runner(explainer, image, target, m, ppe)
-        captum = measure(runner, settings.repeats, device, warmup=False)
-        report.add(
-            f"captum ShapleyValueSampling m={m}",
-            layer,
-            players,
-            m,
-            captum,
-            perturbations_per_eval=ppe,
-        )
-        run = shapcam_runner(explainer, image, target, m)
-        timing = measure(run, settings.repeats, device, warmup=warm)
-        assert run.last.path == "general"
-        report.add(
-            f"Shap-CAM general m={m}",
-            layer,
-            players,
-            run.last.n_orderings,
-            timing,
-            peer=f"captum ShapleyValueSampling m={m}",
-            evaluations=run.last.n_evaluations,
-            evals_per_s=run.last.n_evaluations / timing.seconds,
-            batch_size=explainer.explain(image, target).batch_size,
-        )
-    kinds = ("GradCAM", "ScoreCAM") if settings.score_cam else ("GradCAM",)
-    top = f"Shap-CAM general m={settings.stage14_orderings[-1]}"
-    for kind in kinds:
-        run = grad_cam_runner(model, layer, image, target, kind)
-        timing = measure(run, settings.repeats, device, warmup=kind == "GradCAM")
-        report.add(kind, layer, players, None, timing, peer=top)
-    return info
-
-
-def toy_game(n: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A non-additive toy game: a sigmoid of a weighted vote."""
-    weights = torch.rand(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
-
-    def value(coalitions: torch.Tensor) -> torch.Tensor:
-        share = coalitions.double() @ weights / weights.sum()
-        return torch.sigmoid(8 * (share - 0.5))
-
-    return value
-
-
-def exact_games(report, settings, device) -> None:
-    for n in settings.exact_players:
-        game = toy_game(n)
-
-        def run(_seed, game=game, n=n):
-            return exact_shapley(game, n, batch_size=1 << 16).values.numpy()
-
-        timing = measure(run, settings.repeats, torch.device("cpu"))
-        report.add(f"exact enumeration n={n}", "toy", n, 2**n, timing, evaluations=2**n)
-
-
-# --- targets and output ------------------------------------------------------------------
 
 
 def targets(report, settings) -> list[dict]:
@@ -497,7 +44,7 @@ def targets(report, settings) -> list[dict]:
     def row(text, measured, met):
         rows.append({"target": text, "measured": measured, "met": bool(met)})
 
-    ratios = [report.find(f"Shap-CAM general m={m}", layer) for m in settings.orderings]
+    ratios = [report.find(Key("shapcam", layer, m, "general")) for m in settings.orderings]
     worst = min(e["ratio_vs_peer"] for e in ratios)
     row(
         "general path >= 3x faster than captum at equal m (49 players)",
@@ -505,29 +52,29 @@ def targets(report, settings) -> list[dict]:
         worst >= 3,
     )
     m_mid = 256 if 256 in settings.orderings else settings.orderings[-1]
-    fast_mid = report.find(f"Shap-CAM fast m={m_mid}", layer)
+    fast_mid = report.find(Key("shapcam", layer, m_mid, "fast"))
     row(
         f"fast path >= 50x faster than captum at m = {m_mid}",
         f"x{fast_mid['ratio_vs_peer']:.1f}",
         fast_mid["ratio_vs_peer"] >= 50,
     )
     m_top = settings.orderings[-1]
-    fast_top = report.find(f"Shap-CAM fast m={m_top}", layer)
+    fast_top = report.find(Key("shapcam", layer, m_top, "fast"))
     row(
         f"fast path under 0.5 s per image at m = {m_top}",
         f"{fast_top['seconds']:.3f} s",
         fast_top["seconds"] < 0.5,
     )
     m0 = settings.orderings[0]
-    anti = report.find(f"antithetic sampling m={m0}", layer)
+    anti = report.find(Key("sampling", layer, m0, "fast", variant="antithetic"))
     row(
         f"antithetic >= 3x lower MSE than plain at m = {m0} (equal evaluations)",
         f"x{anti['ratio_vs_peer']:.2f} ({settings.mse_seeds} seeds)",
         anti["ratio_vs_peer"] >= 3,
     )
-    score = report.find("ScoreCAM", layer)
+    score = report.find(Key("ScoreCAM", layer))
     if score is not None:
-        general_top = report.find(f"Shap-CAM general m={m_top}", layer)
+        general_top = report.find(Key("shapcam", layer, m_top, "general"))
         row(
             f"Shap-CAM at m = {m_top} faster per image than ScoreCAM",
             f"fast {fast_top['seconds']:.3f} s, general {general_top['seconds']:.2f} s, "
@@ -636,7 +183,7 @@ def main(argv=None) -> int:
     from shapcam_widgets.models import load_model
 
     started = time.perf_counter()
-    _return_freed_memory()
+    return_freed_memory()
     device = choose_device(args.device)
     model, preprocess = load_model("efficientnet_lite0")
     model = model.to(device)
@@ -647,7 +194,7 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} "
         "at start",
-        "device": _device_name(device),
+        "device": device_name(device),
         "torch": torch.__version__,
         "repeats": settings.repeats,
         "reference_orderings": settings.reference,
@@ -666,3 +213,7 @@ def main(argv=None) -> int:
     (args.out / "results.md").write_text(markdown(meta, report.entries, rows))
     print(f"wrote {args.out / 'results.json'} and results.md in {meta['total_seconds']:.0f} s")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

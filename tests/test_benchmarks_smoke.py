@@ -5,7 +5,9 @@ import pytest
 import torch
 import torchvision
 
+from benchmarks import harness, scenarios
 from benchmarks import run as bench
+from benchmarks.harness import Key
 from shapcam_widgets.cam import ShapCAM
 
 
@@ -23,14 +25,14 @@ def test_captum_plays_the_same_game(resnet):
         explainer = ShapCAM(resnet, "layer4", device="cpu")
         options = {"value": "logit", "baseline": baseline}
         ours = explainer.attribute(image, 3, n_samples=2, **options)
-        captum = bench.captum_runner(explainer, image, 3, n_samples=2, ppe=16, **options)(0)
+        captum = scenarios.captum_runner(explainer, image, 3, n_samples=2, ppe=16, **options)(0)
         np.testing.assert_allclose(captum, ours.phi.ravel(), rtol=0, atol=1e-5)
 
 
 def test_exact_toy_games_and_markdown(tmp_path):
-    settings = bench.Settings(exact_players=(6, 8), repeats=2)
-    report = bench.Report(torch.device("cpu"))
-    bench.exact_games(report, settings, torch.device("cpu"))
+    settings = scenarios.Settings(exact_players=(6, 8), repeats=2)
+    report = harness.Report(torch.device("cpu"))
+    scenarios.exact_games(report, settings, torch.device("cpu"))
     assert [e["players"] for e in report.entries] == [6, 8]
     entry = report.entries[-1]
     assert entry["samples"] == 256 and entry["seconds"] > 0 and entry["peak_mib"] >= 0
@@ -57,11 +59,30 @@ def test_exact_toy_games_and_markdown(tmp_path):
 
 
 def test_ratio_is_peer_over_entry():
-    report = bench.Report(torch.device("cpu"))
-    slow = bench.Timing(2.0, [2.0], [], 0)
-    fast = bench.Timing(0.5, [0.5], [], 0)
-    report.add("slow", "L", 4, 8, slow)
-    assert report.add("fast", "L", 4, 8, fast, peer="slow")["ratio_vs_peer"] == 4.0
+    report = harness.Report(torch.device("cpu"))
+    slow = harness.Timing(2.0, [2.0], [], 0)
+    fast = harness.Timing(0.5, [0.5], [], 0)
+    report.add(Key("slow", "L"), "slow", 4, 8, slow)
+    entry = report.add(Key("fast", "L"), "fast", 4, 8, fast, peer=Key("slow", "L"))
+    assert entry["ratio_vs_peer"] == 4.0
+
+
+def test_entries_are_found_by_key_and_name_their_peer():
+    """The display name is for people: the same name at two keys stays two entries, and
+    the written peer is the peer entry's name."""
+    report = harness.Report(torch.device("cpu"))
+    timing = harness.Timing(1.0, [1.0], [], 0)
+    first = report.add(Key("shapcam", "L", 8, "fast"), "ours", 4, 8, timing)
+    second = report.add(Key("shapcam", "L", 8, "general"), "ours", 4, 8, timing)
+    assert report.find(Key("shapcam", "L", 8, "fast")) is first
+    assert report.find(Key("shapcam", "L", 8, "general")) is second
+    assert report.find(Key("shapcam", "L", 16, "fast")) is None
+    other = report.add(
+        Key("GradCAM", "L"), "GradCAM", 4, None, timing, peer=Key("shapcam", "L", 8, "general")
+    )
+    assert other["peer"] == "ours" and "key" not in other
+    with pytest.raises(ValueError, match="two entries"):
+        report.add(Key("GradCAM", "L"), "GradCAM again", 4, None, timing)
 
 
 def test_gpu_check_script_runs_on_the_cpu(tmp_path):
