@@ -180,8 +180,8 @@ class SplitNetwork:
 
     @property
     def tail_module(self) -> GraphModule | None:
-        """The network after the layer as a torch.fx GraphModule (activation, *context) ->
-        logits; None when the model did not trace (``path == "hook"``)."""
+        """The network after the layer as a torch.fx GraphModule, ``(activation, *context)``
+        to logits; None when the model did not trace (``path == "hook"``)."""
         return self._tail
 
     def prefix(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
