@@ -34,6 +34,7 @@ PAGES = {
     "notebooks/07_performance.html": set(),
     "book/08_api.html": set(),
     "notebooks/08_your_own_model.html": set(),
+    "book/method_notes.html": {"math"},
     "book/references.html": set(),
 }
 
