@@ -1,7 +1,8 @@
 """The explorer in a real browser: JupyterLab 4 and Voila, driven by Debian's chromium.
 
 Skips when chromium, playwright, JupyterLab or Voila is missing. Screenshots go to
-test-artifacts/. Recipe: METHOD.md section 6 (never ``playwright install``).
+test-artifacts/. Debian's chromium is driven by playwright through ``executable_path`` with
+the flags of ``browser_support`` (never ``playwright install``: it downloads a browser).
 """
 
 import json

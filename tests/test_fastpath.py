@@ -1,4 +1,4 @@
-"""The structured fast path (METHOD.md section 3) and the general path's options."""
+"""The structured fast path (the book's Method notes) and the general path's options."""
 
 import dataclasses
 

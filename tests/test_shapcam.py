@@ -32,7 +32,7 @@ def class_activation_map(model, x, target):
 
 @pytest.mark.parametrize("exact", [False, True])
 def test_cam_identity_on_resnet18(resnet18, exact):
-    """Linear head + logit value + zero baseline: phi = CAM / n (METHOD.md section 3)."""
+    """Linear head + logit value + zero baseline: phi = CAM / n (the book's CAM identity)."""
     torch.manual_seed(1)
     x = torch.randn(1, 3, 224, 224)
     target = 7

@@ -1,4 +1,4 @@
-"""The structured fast path (METHOD.md section 3).
+"""The structured fast path (the book's Method notes, "The fast path and the local path").
 
 When everything after the chosen layer acts cell by cell (1x1 convolutions, batch norms,
 element-wise activations) up to a global average pool and a linear classifier, every

@@ -76,10 +76,11 @@ class ShapCAM:
         identity), else the local path when it is position-wise, then local (stride-1
         convolutions), then position-wise up to the same pool and classifier (only the
         cells near the added one are recomputed along an ordering), else the general
-        path; "fast" and "local" insist on theirs (error if the structure is missing),
-        "general" always runs the network's tail per coalition. ``fast_path_reason``
-        and ``local_path_reason`` say why a structure is missing ("" when it is there);
-        each result's ``path`` and ``fast_path_reason`` say what ran for that image.
+        path (the book's Method notes describe the three); "fast" and "local" insist on
+        theirs (error if the structure is missing), "general" always runs the network's
+        tail per coalition. ``fast_path_reason`` and ``local_path_reason`` say why a
+        structure is missing ("" when it is there); each result's ``path`` and
+        ``fast_path_reason`` say what ran for that image.
     precision: "float32", or "bfloat16" / "float16" to run the general path's tail under
         autocast (meant for GPUs). Each image first compares a few coalitions against
         float32 and falls back to float32, with a warning, when they differ by more than

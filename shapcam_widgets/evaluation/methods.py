@@ -12,9 +12,9 @@ it with ``metrics.scale_map`` (ReLU, then min-max) before any metric, for all me
   1280 x 7 x 7), not ``blocks.6``: the head (1x1 conv, batch norm, ReLU6) is position-wise
   but not linear, so CAM cannot be written with blocks.6's activations. Its cells are the
   same 7 x 7 grid, and it equals Shap-CAM at that map with value "logit" and baseline
-  "zero" times n (METHOD.md section 3; tested). CAM is refused (ShapCAMError) when the
-  model has no GAP + linear classifier, or when the pooled map's grid differs from
-  ``layer``'s.
+  "zero" times n (the CAM identity: the book's chapter 4 and Method notes; tested). CAM
+  is refused (ShapCAMError) when the model has no GAP + linear classifier, or when the
+  pooled map's grid differs from ``layer``'s.
 - gradcam, gradcampp, scorecam, layercam: pytorch-grad-cam's GradCAM, GradCAMPlusPlus,
   ScoreCAM and LayerCAM at ``layer`` with ``ClassifierOutputTarget(target)`` (the logit),
   used as the library ships them, through ``gradcam.grad_cam`` (hooks released, ScoreCAM

@@ -1,4 +1,5 @@
-"""Faithfulness and localization metrics for saliency maps (METHOD.md section 4).
+"""Faithfulness and localization metrics for saliency maps (the book's Method notes, "The
+evaluation metrics", gives the definitions with their sources).
 
 All functions take one image ``x`` (1 x 3 x H x W, in the model's normalized space), a
 saliency map (H x W, already scaled to [0, 1] by ``scale_map``) and a target class, and
