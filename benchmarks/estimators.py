@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -384,6 +385,32 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
         _write(args.out, report)
 
 
+def markdown(report: dict) -> str:
+    """The tables of a report: per game and budget, each estimator's MSE (raw and less the
+    reference's noise floor), its ratio to ours and the evaluations it used."""
+    lines = []
+    for game in report["games"]:
+        lines.append(
+            f"\n{game['layer']}, block {game['block_size']} ({game['players']} players), "
+            f"{len(game['images'])} images, seeds {report['settings']['seeds']}\n"
+        )
+        lines.append("| budget | estimator | MSE | MSE - floor | / ours | evaluations | s |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for budget, table in game["table"].items():
+            for name, row in sorted(
+                table.items(), key=lambda item: item[1].get("ratio_to_ours") or math.inf
+            ):
+                if not row["runs"]:
+                    lines.append(f"| {budget} | {name} | failed: {row['failures'][0][:60]} |||||")
+                    continue
+                lines.append(
+                    f"| {budget} | {name} | {row['mse']:.3g} | {row['mse_corrected']:.3g} | "
+                    f"{row['ratio_to_ours']:.2f} | {row['evaluations_mean']:.0f} | "
+                    f"{row['seconds_mean']:.1f} |"
+                )
+    return "\n".join(lines)
+
+
 def _write(path: Path, report: dict) -> None:
     path.write_text(json.dumps(report, indent=1) + "\n")
 
@@ -397,14 +424,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--reference-budget", type=int, default=2**19)
     parser.add_argument("--reference-seed", type=int, default=10**6)
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS))
+    parser.add_argument("--skip", nargs="+", default=[], help="estimators to leave out")
     parser.add_argument("--data", default=None, help="ImageNet LOC folder (default: shared)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=HERE / "estimators.json")
     parser.add_argument("--note", default="", help="a remark stored in the report")
     args = parser.parse_args(argv)
-    unknown = [name for name in args.estimators if name not in ESTIMATORS]
+    unknown = [name for name in args.estimators + args.skip if name not in ESTIMATORS]
     if unknown:
         parser.error(f"unknown estimators {unknown}; known: {list(ESTIMATORS)}")
+    args.estimators = [name for name in args.estimators if name not in args.skip]
     if OURS not in args.estimators:
         args.estimators.insert(0, OURS)
     if max(args.budgets) * 4 > args.reference_budget:
@@ -468,6 +497,7 @@ def main(argv=None) -> dict:
     report["seconds"] = time.perf_counter() - started
     report["scope"] = _scope(args, report)
     _write(args.out, report)
+    print(markdown(report))
     print(f"wrote {args.out}")
     return report
 

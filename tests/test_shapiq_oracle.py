@@ -204,3 +204,12 @@ def test_summary_ratios_and_noise_floor():
     assert table["x"]["mse_corrected"] == pytest.approx(5.5)
     assert table[est.OURS]["evaluations_max"] == 9
     assert table["y"] == {"runs": 0, "failures": ["E: no"]}
+    report = {
+        "settings": {"seeds": [0]},
+        "games": [
+            {"layer": "l", "block_size": 1, "players": 3, "images": ["a"], "table": {"10": table}}
+        ],
+    }
+    text = est.markdown(report)
+    assert "| 10 | x | 6 | 5.5 | 3.00 | 10 | 1.0 |" in text
+    assert "| 10 | y | failed: E: no |" in text
