@@ -29,6 +29,7 @@ above 1, ours is more accurate.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -45,6 +46,9 @@ import torch
 from shapiq import Game
 
 from shapcam_widgets.games import PermutationSampler
+
+#: The installed shapiq's version (``shapiq.__version__`` is None in 1.4.1).
+SHAPIQ_VERSION = importlib.metadata.version("shapiq")
 
 HERE = Path(__file__).resolve().parent
 ValueFunction = Callable[[torch.Tensor], torch.Tensor]
@@ -176,7 +180,7 @@ def shapiq_class(name: str):
     recorded failure, not an import error."""
     cls = getattr(shapiq.approximator, name, None) or getattr(shapiq, name, None)
     if cls is None:
-        raise ImportError(f"shapiq {shapiq.__version__} has no {name}")
+        raise ImportError(f"shapiq {SHAPIQ_VERSION} has no {name}")
     return cls
 
 
@@ -218,9 +222,7 @@ for _name in NEWER:
         ESTIMATORS[f"shapiq {_name}"] = shapiq_estimator(_name)
 #: Those this shapiq version lacks.
 ABSENT = {
-    name: f"not in shapiq {shapiq.__version__}"
-    for name in NEWER
-    if f"shapiq {name}" not in ESTIMATORS
+    name: f"not in shapiq {SHAPIQ_VERSION}" for name in NEWER if f"shapiq {name}" not in ESTIMATORS
 }
 
 
@@ -473,7 +475,7 @@ def main(argv=None) -> dict:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "numpy": np.__version__,
-            "shapiq": shapiq.__version__,
+            "shapiq": SHAPIQ_VERSION,
         },
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
