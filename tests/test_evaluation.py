@@ -18,7 +18,14 @@ from PIL import Image
 from torch import nn
 
 from shapcam_widgets import ShapCAM, ShapCAMError
-from shapcam_widgets.evaluation import EvaluationConfig, ImageNetLOC, evaluate, make_method, metrics
+from shapcam_widgets.evaluation import (
+    EvaluationConfig,
+    ImageNetLOC,
+    evaluate,
+    gallery,
+    make_method,
+    metrics,
+)
 from shapcam_widgets.evaluation import runner as runner_module
 from shapcam_widgets.evaluation.__main__ import main as evaluate_main
 from shapcam_widgets.evaluation.data import ENV_VAR
@@ -730,3 +737,44 @@ def test_estimate_and_progress_on_stderr(reference, tmp_path, monkeypatch, capsy
     _run(root, tmp_path / "bar.json", methods=("center",), progress=True)
     err = capsys.readouterr().err
     assert "about" in err and re.search(r"evaluate: 100%.*6/6", err)
+
+
+# ---------------------------------------------------------------- galleries
+
+
+def test_gallery_cases_are_ranked_by_insertion_minus_deletion():
+    records = {
+        (f"img{i}", "m"): {"insertion_auc": score, "deletion_auc": 0.0}
+        for i, score in enumerate([0.5, -0.3, 0.9, 0.1, 0.7, -0.8, 0.2])
+    }
+    cases = gallery.pick_cases(records, "m", k=2)
+    assert cases["best"] == ["img2", "img4"]
+    assert cases["worst"] == ["img1", "img5"]
+    # sorted: 0.9 0.7 0.5 0.2 0.1 -0.3 -0.8; the two around the median (index 3)
+    assert cases["typical"] == ["img0", "img6"]
+
+
+def test_saved_galleries_recompute_the_records_and_refuse_other_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(gallery, "load_model", lambda name: (tiny_model(), Preprocess(SIZE)))
+    root = make_loc(tmp_path / "loc", n=8)
+    out = tmp_path / "run" / "results.json"
+    out.parent.mkdir()
+    _run(root, out, methods=("gradcam", "center"))
+    written = gallery.save_galleries(out.parent, root, methods=("gradcam", "center"), k=1)
+    assert [path.name for path in written] == ["gradcam.jpg", "center.jpg"]
+    assert all(Image.open(path).size == (1000, 420) for path in written)
+    summary, records = gallery.load_run(out.parent)
+    case = gallery.recompute_cases(summary, records, "gradcam", ImageNetLOC(root), k=1)
+    assert [c.kind for c in case] == ["best", "typical", "worst"] and all(c.matches for c in case)
+    # a record that the recomputed map does not reproduce: refused, nothing overwritten
+    lines = records_path(out).read_text().splitlines()
+    worst = next(c.image_id for c in case if c.kind == "worst")
+    edited = []
+    for line in lines:
+        record = json.loads(line)
+        if record.get("image_id") == worst and record.get("method") == "gradcam":
+            record["energy_pointing_game"] += 0.1
+        edited.append(json.dumps(record))
+    records_path(out).write_text("\n".join(edited) + "\n")
+    with pytest.raises(ShapCAMError, match=f"gradcam maps of {worst} do not score as"):
+        gallery.save_galleries(out.parent, root, methods=("gradcam",), k=1)

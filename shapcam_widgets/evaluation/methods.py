@@ -45,6 +45,19 @@ METHODS = (
     "random",
 )
 
+#: how the book and the galleries name each method
+DISPLAY_NAMES = {
+    "shapcam": "Shap-CAM (prob)",
+    "shapcam_logit": "Shap-CAM (logit)",
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "gradcampp": "Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "layercam": "Layer-CAM",
+    "center": "centre (trivial)",
+    "random": "random (trivial)",
+}
+
 
 def parse_methods(text: str | list | tuple) -> list[str]:
     """'a,b,c' (or a list) -> validated list of method names, in the given order."""
