@@ -32,9 +32,11 @@ PAGES = {
     "notebooks/05_explorer.html": {"explorer"},
     "notebooks/06_imagenet_results.html": set(),
     "notebooks/07_performance.html": set(),
+    "book/limitations.html": {"math"},
     "book/08_api.html": set(),
     "notebooks/08_your_own_model.html": set(),
     "book/method_notes.html": {"math"},
+    "book/notation.html": {"math"},
     "book/references.html": set(),
 }
 
