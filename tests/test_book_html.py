@@ -74,9 +74,10 @@ def browser():
         chromium.close()
 
 
-def _open(browser, server, page_path):
-    """Load ``page_path``; returns (page, blocked external URLs, failed local URLs, errors)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def _open(browser, server, page_path, width=1280):
+    """Load ``page_path`` in a ``width`` px wide window; returns (context, page, blocked
+    external URLs, failed local URLs, errors)."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
     blocked, failed, errors = [], [], []
 
@@ -141,6 +142,52 @@ def test_page_renders_offline(browser, server, page_path):
         assert not blocked, f"{page_path} tried to reach the network: {blocked}"
         assert not failed, f"{page_path} requested missing files: {failed}"
         assert not errors, f"JavaScript errors on {page_path}: {errors}"
+    finally:
+        context.close()
+
+
+#: elements of the chapter wider than the window, outside a box that scrolls sideways
+OVERFLOWING = """() => {
+    const width = document.documentElement.clientWidth;
+    const scrolls = el => {
+        for (let box = el.parentElement; box && box !== document.body; box = box.parentElement) {
+            const x = getComputedStyle(box).overflowX;
+            if ((x === 'auto' || x === 'scroll') && box.getBoundingClientRect().right <= width + 1)
+                return true;
+        }
+        return false;
+    };
+    return [...document.querySelectorAll('article.bd-article *')]
+        .filter(el => !el.closest('mjx-assistive-mml'))
+        .filter(el => { const r = el.getBoundingClientRect();
+                        return r.width > 0 && (r.right > width + 1 || r.left < -1); })
+        .filter(el => !scrolls(el))
+        .map(el => `${el.tagName.toLowerCase()}.${el.getAttribute('class') || ''}: ` +
+                   (el.textContent || '').trim().slice(0, 60));
+}"""
+
+
+@pytest.mark.parametrize("page_path", list(PAGES))
+def test_page_fits_a_phone(browser, server, page_path):
+    """At 390 px nothing is wider than the window: equations, tables and outputs scroll in
+    their own box (book/_assets/layout.css), long signatures and code wrap."""
+    context, page, *_ = _open(browser, server, page_path, width=390)
+    try:
+        if "math" in PAGES[page_path]:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.math')].every("
+                "m => m.querySelector('mjx-container'))",
+                timeout=TIMEOUT_MS,
+            )
+        page.wait_for_function(
+            "() => [...document.images].every(img => img.complete)", timeout=TIMEOUT_MS
+        )
+        overflowing = page.evaluate(OVERFLOWING)
+        assert not overflowing, f"{page_path} at 390 px: {overflowing[:5]}"
+        scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert scroll_width <= 390, f"{page_path} scrolls sideways at 390 px ({scroll_width} px)"
+        name = page_path.replace("/", "_").removesuffix(".html")
+        page.screenshot(path=str(ARTIFACTS / f"{name}-390px.png"))
     finally:
         context.close()
 
