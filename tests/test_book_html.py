@@ -202,3 +202,23 @@ def test_figures_have_captions():
         if page_path.startswith("notebooks/"):
             images = html.count('<img alt="_images/') + html.count('src="../_images/')
             assert images <= max(figures, 1) * 2, f"{page_path}: images outside figures"
+
+
+def test_search_snippets_show_no_tex(browser, server):
+    """Search results quote the pages' text: their maths reads as text ("n - 1"), not as
+    TeX ("\\(n - 1\\)"); book/_assets/search-tex.js."""
+    context, page, blocked, failed, errors = _open(browser, server, "search.html?q=standard+error")
+    try:
+        page.wait_for_function(
+            "() => document.body.innerText.includes('Search finished')", timeout=TIMEOUT_MS
+        )
+        snippets = page.eval_on_selector_all(
+            "ul.search p.context", "ps => ps.map(p => p.textContent)"
+        )
+        assert len(snippets) >= 5, snippets
+        tex = [s for s in snippets if any(mark in s for mark in ("\\(", "\\)", "\\sqrt", "$$"))]
+        assert not tex, f"TeX in search results: {tex[:2]}"
+        assert any("n - 1" in s for s in snippets), "the snippet with the maths is not there"
+        assert not blocked and not failed and not errors, (blocked, failed, errors)
+    finally:
+        context.close()
