@@ -11,6 +11,7 @@ shapiq = pytest.importorskip("shapiq")
 from benchmarks import estimators as est  # noqa: E402
 from shapcam_widgets import ShapCAM  # noqa: E402
 from shapcam_widgets.games import exact_shapley, sample_shapley  # noqa: E402
+from shapcam_widgets.games.shapiq_game import ShapiqGame, exact_shapiq  # noqa: E402
 
 
 def voting_game(weights, quota):
@@ -76,8 +77,8 @@ GAMES = {
 def test_exact_agrees_with_shapiq_exact_computer(name):
     value_fn, n = GAMES[name]
     ours = exact_shapley(value_fn, n).values.numpy()
-    game = est.ShapiqGame(value_fn, n)
-    theirs = est.exact_shapiq(game)
+    game = ShapiqGame(value_fn, n)
+    theirs = exact_shapiq(game)
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-9)
     assert game.evaluations == 1 + 2**n  # v(empty) for the normalization, then all 2^n
 
@@ -85,7 +86,7 @@ def test_exact_agrees_with_shapiq_exact_computer(name):
 def test_exact_agrees_with_shapiq_on_a_cnn_layer_game(tiny_net, cnn_game):
     n = cnn_game.n_players
     ours = exact_shapley(cnn_game, n).values.numpy()
-    theirs = est.exact_shapiq(est.ShapiqGame(cnn_game, n, batch_size=1000))
+    theirs = exact_shapiq(ShapiqGame(cnn_game, n, batch_size=1000))
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
     assert np.abs(ours).max() > 1e-4  # a game with something to attribute
     # the explainer's exact maps (whichever path it picks) play the same game
@@ -99,7 +100,7 @@ def test_exact_agrees_with_shapiq_on_a_cnn_layer_game(tiny_net, cnn_game):
 @pytest.mark.parametrize("name", ["voting", "random 10"])
 def test_samplers_converge_to_shapiqs_exact_values(name, antithetic):
     value_fn, n = GAMES[name]
-    exact = est.exact_shapiq(est.ShapiqGame(value_fn, n))
+    exact = exact_shapiq(ShapiqGame(value_fn, n))
     small = sample_shapley(value_fn, n, 200, antithetic=antithetic, seed=3)
     large = sample_shapley(value_fn, n, 3200, antithetic=antithetic, seed=4)
     for estimate in (small, large):
@@ -131,21 +132,21 @@ def test_adapter_centres_the_game_and_keeps_our_units():
     full, empty = torch.ones(1, n, dtype=torch.bool), torch.zeros(1, n, dtype=torch.bool)
     v_full, v_empty = float(value_fn(full)), float(value_fn(empty))
     assert abs(v_empty) > 0.1  # the normalization matters
-    game = est.ShapiqGame(value_fn, n)
+    game = ShapiqGame(value_fn, n)
     assert game.v_empty == pytest.approx(v_empty, abs=1e-12)
     assert game.normalization_value == pytest.approx(v_empty, abs=1e-12)
     assert game(np.zeros(n, dtype=bool))[0] == pytest.approx(0.0, abs=1e-12)
     assert game(np.ones(n, dtype=bool))[0] == pytest.approx(v_full - v_empty, abs=1e-12)
     # Shapley values in our units: efficiency with our v(N) - v(empty), and unchanged by
     # an offset of the value function
-    exact = est.exact_shapiq(game)
+    exact = exact_shapiq(game)
     assert exact.sum() == pytest.approx(v_full - v_empty, abs=1e-9)
-    shifted = est.exact_shapiq(est.ShapiqGame(lambda c: value_fn(c) + 1000.0, n))
+    shifted = exact_shapiq(ShapiqGame(lambda c: value_fn(c) + 1000.0, n))
     np.testing.assert_allclose(shifted, exact, rtol=0, atol=1e-9)
     result = shapiq.ExactComputer(game, n)("SV", 1)
     assert result.baseline_value == pytest.approx(0.0, abs=1e-12)
     # a given v_empty is not evaluated again
-    given = est.ShapiqGame(value_fn, n, v_empty=v_empty)
+    given = ShapiqGame(value_fn, n, v_empty=v_empty)
     assert given.evaluations == 0
     given(np.ones((3, n), dtype=bool))
     assert given.evaluations == 3
@@ -159,7 +160,7 @@ def test_adapter_batches_and_counts_a_torch_value_function(cnn_game):
         assert coalitions.dtype == torch.bool
         return cnn_game(coalitions)
 
-    game = est.ShapiqGame(value_fn, cnn_game.n_players, batch_size=100)
+    game = ShapiqGame(value_fn, cnn_game.n_players, batch_size=100)
     rng = np.random.default_rng(0)
     coalitions = rng.random((250, cnn_game.n_players)) < 0.5
     values = game(coalitions)
