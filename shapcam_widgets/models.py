@@ -63,14 +63,16 @@ class Preprocess:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __call__(self, image) -> torch.Tensor:
-        picture = load_image(image)
-        if self.resize is None:
-            picture = picture.resize((self.size, self.size), Image.BILINEAR)
-        else:
-            picture = _centre_crop(_resize_shorter_side(picture, self.resize), self.size)
-        pixels = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0)
+        pixels = torch.from_numpy(np.asarray(self.picture(image), dtype=np.float32) / 255.0)
         mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
         return ((pixels.permute(2, 0, 1) - mean) / std)[None]
+
+    def picture(self, image) -> Image.Image:
+        """The size x size RGB picture the network sees, before normalization."""
+        picture = load_image(image)
+        if self.resize is None:
+            return picture.resize((self.size, self.size), Image.BILINEAR)
+        return _centre_crop(_resize_shorter_side(picture, self.resize), self.size)
 
 
 def _resize_shorter_side(picture: Image.Image, side: int) -> Image.Image:

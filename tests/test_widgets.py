@@ -1,5 +1,6 @@
 """The explorer driven from Python: outputs change, and agree with ShapCAM.attribute."""
 
+import dataclasses
 import datetime
 import io
 import re
@@ -14,7 +15,8 @@ pytest.importorskip("ipywidgets")
 
 from shapcam_widgets import ShapCAM, ShapCAMError, load_model  # noqa: E402
 from shapcam_widgets.models import Preprocess  # noqa: E402
-from shapcam_widgets.widgets import ShapCAMExplorer  # noqa: E402
+from shapcam_widgets.widgets import ShapCAMExplorer, render  # noqa: E402
+from shapcam_widgets.widgets import explorer as explorer_module  # noqa: E402
 from shapcam_widgets.widgets.choices import layer_choices  # noqa: E402
 from shapcam_widgets.widgets.engine import auto_block_size  # noqa: E402
 from shapcam_widgets.widgets.images import catalogue, imagenet_images  # noqa: E402
@@ -60,7 +62,9 @@ def tiny_model(batch_norm: bool = False) -> nn.Module:
     ).eval()
 
 
-def tiny_explorer(model: nn.Module | None = None, **kwargs) -> ShapCAMExplorer:
+def tiny_explorer(
+    model: nn.Module | None = None, background: bool = False, **kwargs
+) -> ShapCAMExplorer:
     rng = np.random.default_rng(0)
     images = {"noise": rng.random((32, 32, 3)), "ramp": np.linspace(0, 1, 32 * 32 * 3)}
     images["ramp"] = images["ramp"].reshape(32, 32, 3)
@@ -71,7 +75,7 @@ def tiny_explorer(model: nn.Module | None = None, **kwargs) -> ShapCAMExplorer:
         class_names=["a", "b", "c"],
         imagenet=False,
         n_samples=4,
-        background=False,
+        background=background,
         device="cpu",
         **kwargs,
     )
@@ -120,7 +124,7 @@ def test_more_samples_extend_earlier_ones(explorer):
     explorer.set(n_samples=16)
     assert explorer._entry.explanation is explanation
     assert explorer.result.n_orderings == 16
-    assert [r.n_orderings for r in explorer.history()] == [4, 8, 16]
+    assert [r.n_orderings for r in explorer.history()] == [2, 4, 8, 16]
     # going back shows exactly the earlier map, with no new orderings
     explorer.set(n_samples=4)
     np.testing.assert_array_equal(explorer.result.phi, first.phi)
@@ -321,3 +325,150 @@ def test_image_catalogue(tmp_path, monkeypatch):
     assert "imagenet/00000001 (goldfish)" in catalogue()
     monkeypatch.setenv("SHAPCAM_IMAGENET", str(tmp_path / "missing"))
     assert imagenet_images() == {}
+
+
+def png_upload(name: str, array: np.ndarray, format: str = "PNG") -> dict:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=format)
+    content = buffer.getvalue()
+    return {"name": name, "type": "image/png", "size": len(content), "last_modified": NOW,
+            "content": content}  # fmt: skip
+
+
+def noise_array(seed: int, shape=(40, 48, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_a_new_upload_under_an_old_name_is_explained_afresh():
+    """Issue 11, defect 1: caches follow the image's content, not its name."""
+    explorer = tiny_explorer(layer="2")
+    explorer.set(compare=True)
+    explorer.controls.upload.value = (png_upload("my_bus.png", noise_array(1)),)
+    first = explorer.result
+    explorer.controls.upload.value = (png_upload("my_bus.png", noise_array(2)),)
+    assert explorer.error is None and explorer.settings.image == "upload: my_bus.png"
+    second = explorer.result
+
+    fresh = tiny_explorer(layer="2")
+    fresh.controls.upload.value = (png_upload("other.png", noise_array(2)),)
+    fresh.set(compare=True, target=second.target)
+    assert second.v_full != first.v_full
+    assert second.v_full == pytest.approx(fresh.result.v_full)
+    np.testing.assert_array_equal(second.phi, fresh.result.phi)
+    assert explorer.panels.overlay.value == fresh.panels.overlay.value
+    assert explorer.panels.comparison.value == fresh.panels.comparison.value
+
+
+@pytest.mark.parametrize("n_samples", [1, 2])
+def test_every_sample_count_has_a_map(n_samples):
+    """Issue 11, defect 2: 1 and 2 orderings show one antithetic pair, also after more."""
+    explorer = tiny_explorer()
+    explorer.set(n_samples=16)
+    explorer.set(n_samples=n_samples)
+    assert explorer.error is None
+    assert explorer.result.n_orderings == 2 and "done · 2 orderings" in explorer.panels.status.value
+    explorer.set(seed=1)  # a new game, started at one pair
+    assert explorer.error is None and explorer.result.n_orderings == 2
+
+
+def test_the_overlay_is_redrawn_when_a_sample_count_comes_back():
+    """Issue 11, defect 3: 16, then 1, then 16 again shows the map of 16, not the picture."""
+    explorer = tiny_explorer()
+    explorer.set(n_samples=16)
+    overlay = explorer.panels.overlay.value
+    explorer.set(n_samples=1)
+    explorer.set(n_samples=16)
+    assert explorer.panels.overlay.value == overlay
+    assert "done · 16 orderings" in explorer.panels.status.value
+
+
+def test_rapid_changes_end_on_the_last_map():
+    """Issue 11, defect 3: superseded background work leaves the last setting's map."""
+    reference = tiny_explorer()
+    reference.set(n_samples=16)
+    explorer = tiny_explorer(background=True)
+    for n_samples in (16, 2, 8, 16, 1, 16):
+        if n_samples == 1:  # the drag rests on 1 (where it once crashed)
+            explorer.wait(120)
+        explorer.set(n_samples=n_samples)
+        if n_samples == 1:
+            explorer.wait(120)
+    assert explorer.wait(120)
+    assert explorer.error is None
+    assert "done · 16 orderings" in explorer.panels.status.value
+    assert explorer.panels.overlay.value == reference.panels.overlay.value
+
+
+def test_readouts_of_other_settings_are_cleared_until_the_first_map():
+    """Issue 11, defect 5: no efficiency line or panel of the previous setting meanwhile."""
+    explorer = tiny_explorer()
+    seen = []
+    for panel in ("efficiency", "stderr", "convergence"):
+        getattr(explorer.panels, panel).observe(
+            lambda change, panel=panel: seen.append((panel, change["new"])), names="value"
+        )
+    before = explorer.result
+    explorer.set(seed=1)
+    first = {panel: value for panel, value in reversed(seen)}  # each panel's first value
+    assert "waiting" in first["efficiency"]
+    assert first["stderr"] == render.placeholder_png("standard error: waiting for a map")
+    assert first["convergence"] == render.placeholder_png(
+        "convergence: waiting for a map", wide=True
+    )
+    assert explorer.result is not before and explorer.result.seed == 1
+    assert "waiting" not in explorer.panels.efficiency.value
+
+
+def test_a_failed_upload_says_which_file_and_why_next_to_the_map(explorer):
+    """Issue 11, defect 7."""
+    explorer.controls.upload.value = (
+        {"name": "notes.png", "type": "image/png", "size": 3, "last_modified": NOW,
+         "content": b"not"},
+    )  # fmt: skip
+    message = explorer.panels.error.value
+    assert "notes.png" in message and "not an image format" in message
+    assert "BytesIO" not in message
+    assert explorer.controls.upload.value == ()  # the button no longer says "upload (1)"
+    beside = next(
+        box
+        for box in explorer.widget.children[0].children
+        if explorer.panels.overlay in getattr(box, "children", ())
+    )
+    assert explorer.panels.error in beside.children
+
+
+@pytest.mark.parametrize("preprocess", [Preprocess(32), Preprocess(32, resize=40)])
+def test_uploads_are_preprocessed_as_explain_does(tmp_path, preprocess):
+    """Issue 11, defect 10: the explorer's input is ``preprocess(path)``, as in
+    ``shapcam explain`` and ``ShapCAM.attribute(preprocess(path))``."""
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(noise_array(3, (70, 90, 3))).save(path, quality=90)
+    explorer = ShapCAMExplorer(
+        tiny_model(),
+        {"photo": str(path)},
+        preprocess=preprocess,
+        class_names=["a", "b", "c"],
+        imagenet=False,
+        n_samples=2,
+        background=False,
+        device="cpu",
+    )
+    explorer.controls.upload.value = (
+        {"name": "photo.jpg", "type": "image/jpeg", "size": 0, "last_modified": NOW,
+         "content": path.read_bytes()},
+    )  # fmt: skip
+    expected = preprocess(path)
+    assert torch.equal(explorer.engine.inputs("upload: photo.jpg"), expected)
+    assert torch.equal(explorer.engine.inputs("photo"), expected)
+    assert np.array_equal(np.asarray(explorer.engine.picture("photo")), preprocess.picture(path))
+
+
+def test_efficiency_line_and_search_box(explorer):
+    """Issue 11, defect 11: a negative v(empty) in brackets; the search box empties."""
+    explorer.set(value="logit")
+    result = dataclasses.replace(explorer.result, v_empty=-0.413762)
+    line = explorer_module._efficiency_html(result)
+    assert "- (-0.413762) =" in line and "- -" not in line
+    label = next(o for o in explorer.controls.search.options if o.startswith("goldfish"))
+    explorer.controls.search.value = label
+    assert explorer.result.target == 1 and explorer.controls.search.value == ""

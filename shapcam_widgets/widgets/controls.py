@@ -142,11 +142,14 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
         ],
         layout=w.Layout(width="420px", min_width="420px"),
     )
-    readouts = w.VBox([panels.status, panels.progress, panels.efficiency, panels.error])
+    # errors (a failed upload, a failed computation) show above the map, in view
+    shown = w.VBox(
+        [panels.error, panels.overlay, panels.status, panels.progress, panels.efficiency]
+    )
     wrap = w.Layout(flex_flow="row wrap")  # narrow pages (the book) stack the panels
     return w.VBox(
         [
-            w.HBox([column, w.VBox([panels.overlay, readouts])], layout=wrap),
+            w.HBox([column, shown], layout=wrap),
             w.HBox([panels.stderr, panels.convergence], layout=wrap),
             panels.comparison,
         ]

@@ -1,29 +1,34 @@
 """The explorer's computations, with no widgets in them: images, predictions, games.
 
-Everything here is cached: pictures and predictions per image; one ``ShapCAM`` (one
-trace of the network) per layer; one ``Entry`` (an anytime ``Explanation`` and the maps
-recorded so far) per (image, layer, block size, class, value, baseline, seed). More
+Everything here is cached under a cap in bytes: the picture, network input and
+predictions of each image content (a hash of its pixels, so that a new image under an
+old name is never confused with the old one); one ``ShapCAM`` (one trace of the
+network) per layer; one ``Entry`` (an anytime ``Explanation`` and the maps recorded so
+far) per (image content, layer, block size, class, value, baseline, seed). More
 orderings refine an entry's explanation; they never start it over.
 """
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from PIL import Image
 
 from ..cam import Explanation, ShapCAM, ShapCAMResult
 from ..cam.layers import eval_mode
 from ..errors import ShapCAMError
-from ..models import Preprocess
-
-#: Orderings walked before the first map is drawn; each later step doubles the count.
-FIRST_STEP = 4
+from ..models import Preprocess, load_image
 
 #: Longest refinement step in seconds: how long superseded work may run on.
 STEP_SECONDS = 0.4
+
+#: Default caps in bytes: prepared images (picture, input, predictions) and games.
+IMAGE_BYTES = 64 * 2**20
+ENTRY_BYTES = 256 * 2**20
 
 #: "auto" block size: the smallest block whose grid has at most this many players.
 AUTO_MAX_PLAYERS = 64
@@ -87,8 +92,95 @@ def auto_block_size(cells: tuple[int, int], max_players: int = AUTO_MAX_PLAYERS)
     return block
 
 
+def nbytes(value) -> int:
+    """Bytes held by the arrays, tensors and pictures in ``value`` (one level of nesting
+    in lists, tuples, dicts and objects)."""
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Image.Image):
+        return value.width * value.height * len(value.getbands())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(item) for item in value)
+    if isinstance(value, dict):
+        return sum(nbytes(item) for item in value.values())
+    return 0
+
+
+class ByteCache:
+    """Least recently used values under a cap in bytes; the newest value always stays.
+
+    size: value -> bytes, measured again at each ``trim`` (entries grow as they refine).
+    """
+
+    def __init__(self, max_bytes: int, size: Callable[[object], int] = nbytes):
+        self.max_bytes, self.size = max_bytes, size
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key, default=None):
+        if key not in self._items:
+            return default
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def put(self, key, value) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        self.trim()
+
+    def pop(self, key, default=None):
+        return self._items.pop(key, default)
+
+    def trim(self) -> None:
+        """Drop the least recently used values until the rest fit under the cap."""
+        while len(self._items) > 1 and self.nbytes() > self.max_bytes:
+            self._items.popitem(last=False)
+
+    def nbytes(self) -> int:
+        return sum(self.size(value) for value in self._items.values())
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Prepared:
+    """One image content as the network sees it."""
+
+    digest: str
+    picture: Image.Image  # size x size, as shown under the maps
+    inputs: torch.Tensor  # 1 x 3 x size x size, ``preprocess`` of the original image
+    probs: torch.Tensor  # softmax over the classes (K,)
+
+
+def content_digest(picture: Image.Image) -> str:
+    """A hash of an RGB picture's size and pixels."""
+    digest = hashlib.blake2b(f"{picture.size}".encode(), digest_size=16)
+    digest.update(picture.tobytes())
+    return digest.hexdigest()
+
+
+def entry_size(entry: "Entry") -> int:
+    """Bytes of an entry's recorded maps and of its game's tensors."""
+    game = entry.explanation._game
+    return nbytes([(r.phi, r.stderr) for r in entry.history]) + nbytes(vars(game))
+
+
 class Engine:
-    """Pictures, predictions and Shap-CAM games of one model, cached."""
+    """Pictures, predictions and Shap-CAM games of one model, cached under caps in bytes.
+
+    image_bytes, entry_bytes: the caps of the prepared images and of the games.
+    """
 
     def __init__(
         self,
@@ -97,45 +189,61 @@ class Engine:
         images: dict,
         *,
         device="auto",
-        max_entries: int = 32,
+        image_bytes: int = IMAGE_BYTES,
+        entry_bytes: int = ENTRY_BYTES,
     ):
         self.model, self.preprocess, self.device = model, preprocess, device
         self.loaders = dict(images)
-        self.max_entries = max_entries
-        self._pictures: dict[str, Image.Image] = {}
-        self._inputs: dict[str, torch.Tensor] = {}
-        self._probs: dict[str, torch.Tensor] = {}
+        self._digests: dict[str, str] = {}
+        self._prepared = ByteCache(image_bytes, lambda p: nbytes([p.picture, p.inputs, p.probs]))
         self._cams: dict[str, ShapCAM] = {}
-        self._entries: OrderedDict[tuple, Entry] = OrderedDict()
+        self._entries = ByteCache(entry_bytes, entry_size)
 
     def add_image(self, name: str, picture: Image.Image) -> None:
+        """Add or replace the image ``name``; caches follow its content, not its name."""
         self.loaders[name] = lambda: picture
-        for cache in (self._pictures, self._inputs, self._probs):
-            cache.pop(name, None)
+        self._digests.pop(name, None)
+
+    def prepared(self, name: str) -> Prepared:
+        """The image ``name`` prepared for the network (loaded again once evicted)."""
+        cached = self._prepared.get(self._digests.get(name))
+        if cached is not None:
+            return cached
+        if name not in self.loaders:
+            raise ShapCAMError(f"unknown image {name!r}")
+        original = load_image(self.loaders[name]())
+        digest = content_digest(original)
+        self._digests[name] = digest
+        prepared = self._prepared.get(digest)
+        if prepared is None:
+            inputs = self.preprocess(original)
+            prepared = Prepared(
+                digest, self.preprocess.picture(original), inputs, self._predict(inputs)
+            )
+            self._prepared.put(digest, prepared)
+        return prepared
+
+    def digest(self, name: str) -> str:
+        """The hash of the image's content: the key of every cache about it."""
+        return self.prepared(name).digest
 
     def picture(self, name: str) -> Image.Image:
-        """The image as shown: RGB, resized to the network's input size."""
-        if name not in self._pictures:
-            if name not in self.loaders:
-                raise ShapCAMError(f"unknown image {name!r}")
-            size = self.preprocess.size
-            self._pictures[name] = self.loaders[name]().convert("RGB").resize((size, size))
-        return self._pictures[name]
+        """The image as shown: RGB, as ``preprocess`` resizes (and crops) it."""
+        return self.prepared(name).picture
 
     def inputs(self, name: str) -> torch.Tensor:
-        if name not in self._inputs:
-            self._inputs[name] = self.preprocess(self.picture(name))
-        return self._inputs[name]
+        """``preprocess`` of the image: the same tensor as ``preprocess(path)``."""
+        return self.prepared(name).inputs
 
     def probabilities(self, name: str) -> torch.Tensor:
         """Softmax over the classes for the intact image (K,)."""
-        if name not in self._probs:
-            parameter = next(self.model.parameters())
-            inputs = self.inputs(name).to(parameter.device)  # made outside inference mode
-            with torch.inference_mode(), eval_mode(self.model):
-                logits = self.model(inputs)
-            self._probs[name] = logits[0].float().softmax(0).cpu()
-        return self._probs[name]
+        return self.prepared(name).probs
+
+    def _predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        parameter = next(self.model.parameters())
+        with torch.inference_mode(), eval_mode(self.model):
+            logits = self.model(inputs.to(parameter.device))
+        return logits[0].float().softmax(0).cpu()
 
     def top_classes(self, name: str, k: int = 5) -> list[tuple[int, float]]:
         probs = self.probabilities(name)
@@ -156,12 +264,20 @@ class Engine:
             self._cams[layer] = ShapCAM(self.model, layer, device=self.device)
         return self._cams[layer]
 
+    def key(self, settings: Settings) -> tuple:
+        """The cache key of resolved ``settings``' game: the image by its content."""
+        return (self.digest(settings.image), *settings.key()[1:])
+
+    def cached(self, settings: Settings) -> Entry | None:
+        """The entry of resolved ``settings`` if it is cached."""
+        return self._entries.get(self.key(settings))
+
     def entry(self, settings: Settings) -> Entry:
         """The cached explanation of fully resolved ``settings``."""
-        key = settings.key()
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
+        key = self.key(settings)
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry
         explanation = self.cam(settings.layer).explain(
             self.inputs(settings.image),
             settings.target,
@@ -171,10 +287,15 @@ class Engine:
             seed=settings.seed,
         )
         entry = Entry(explanation)
-        self._entries[key] = entry
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put(key, entry)
         return entry
+
+    def clear(self) -> None:
+        """Drop every cache (``ShapCAMExplorer.close``)."""
+        self._digests.clear()
+        self._prepared.clear()
+        self._entries.clear()
+        self._cams.clear()
 
     def refine(
         self,
@@ -185,16 +306,16 @@ class Engine:
     ) -> Iterator[ShapCAMResult]:
         """Walk orderings until the entry has ``n_samples``; yield the map after each step.
 
-        Steps end at every power of two (so a smaller sample count later shows exactly the
-        map of that many orderings) and last at most about STEP_SECONDS, so that
-        ``check()``, called between steps, stops superseded work soon. Every step's map
-        is kept in ``entry.history``.
+        Steps end at every power of two from one ordering (one pair when antithetic), so
+        that any smaller sample count later shows exactly the map of that many orderings,
+        and last at most about STEP_SECONDS, so that ``check()``, called between steps,
+        stops superseded work soon. Every step's map is kept in ``entry.history``.
         """
         explanation = entry.explanation
         while explanation.n_orderings < n_samples:
             check()
             done = explanation.n_orderings
-            goal = min(n_samples, max(FIRST_STEP, 1 << done.bit_length()))
+            goal = min(n_samples, 1 << done.bit_length())
             if entry.per_ordering:
                 goal = min(goal, done + max(2, int(STEP_SECONDS / entry.per_ordering)))
 
@@ -207,4 +328,5 @@ class Engine:
             spent = time.perf_counter() - started
             entry.per_ordering = spent / max(1, explanation.n_orderings - done)
             entry.history.append(result)
+            self._entries.trim()
             yield result

@@ -14,7 +14,7 @@ from . import render
 from .choices import class_label, layer_choices, layer_label, search_labels
 from .comparisons import FAST, SLOW, compare
 from .controls import SAMPLE_STEPS, build_controls, build_panels, layout
-from .engine import Engine, Entry, Settings
+from .engine import ByteCache, Engine, Entry, Settings
 from .images import catalogue, decode_upload
 from .worker import Runner
 
@@ -22,6 +22,9 @@ from .worker import Runner
 #: standard-error and convergence panels at most every FULL_RENDER_INTERVAL seconds.
 RENDER_INTERVAL = 0.6
 FULL_RENDER_INTERVAL = 2.0
+
+#: Cap in bytes of the comparison maps kept (Grad-CAM, Grad-CAM++, Score-CAM).
+COMPARISON_BYTES = 16 * 2**20
 
 #: ``set()`` keyword -> control name.
 SETTABLE = {
@@ -117,9 +120,10 @@ class ShapCAMExplorer:
 
         self._target: int | None = None
         self._scorecam_wanted: set[tuple] = set()
-        self._comparisons: dict[tuple, object] = {}
+        self._comparisons = ByteCache(COMPARISON_BYTES)
         self._result: ShapCAMResult | None = None
         self._drawn: tuple | None = None
+        self._started = time.perf_counter()  # when the job in progress began
         self._settings: Settings | None = None
         self._quiet = threading.local()
         self._runner = Runner(background=background, on_error=self._show_error)
@@ -228,6 +232,7 @@ class ShapCAMExplorer:
         self._target = self._search[change["new"]]
         with self._silenced():
             self._target_options(self._target)
+            self.controls.search.value = ""
         self._schedule()
 
     def _on_upload(self, change) -> None:
@@ -240,13 +245,16 @@ class ShapCAMExplorer:
                 with self._silenced():
                     options = list(self.controls.image.options)
                     self.controls.image.options = options + [name] * (name not in options)
-            with self._silenced():
-                self.controls.upload.value = ()
-                self.controls.image.value = name
-            self._target = None
-            self._schedule()
         except ShapCAMError as error:
             self._show_error(error, "")
+            return
+        finally:
+            with self._silenced():
+                self.controls.upload.value = ()  # the button says "upload" again
+        with self._silenced():
+            self.controls.image.value = name
+        self._target = None
+        self._schedule()
 
     def _on_scorecam(self, _button) -> None:
         with self._silenced():
@@ -303,6 +311,7 @@ class ShapCAMExplorer:
 
     def _job(self, settings: Settings, view: dict, check) -> None:
         self._hide_error()
+        self._started = time.perf_counter()
         engine = self.engine
         self._status("preparing")
         picture = engine.picture(settings.image)
@@ -311,17 +320,18 @@ class ShapCAMExplorer:
         with self._silenced():
             self._target_options(resolved.target, settings.image)
         check()
+        n = settings.n_samples
+        cached = engine.cached(resolved)
+        shown = None if cached is None else cached.result(n)
+        if shown is None:
+            self._show_waiting(picture)
         entry = engine.entry(resolved)
         check()
         self._settings, self._entry = resolved, entry
-        n = settings.n_samples
         self.panels.progress.max = n
         self.panels.progress.value = min(entry.explanation.n_orderings, n)
-        shown = entry.result(n)
         if shown is not None:
             self._show(picture, entry, shown, view, "refining")
-        else:
-            self.panels.overlay.value = render.picture_png(picture, "sampling orderings...")
         last = last_full = time.perf_counter()
         for _ in engine.refine(entry, n, check, self._progress):
             now = time.perf_counter()
@@ -347,7 +357,13 @@ class ShapCAMExplorer:
         full: also redraw the standard-error and convergence panels (the slower ones).
         """
         name = self.class_names[result.target]
-        drawn = (self._settings.key(), id(entry), result.n_orderings, view["signed"], view["alpha"])
+        drawn = (
+            self.engine.key(self._settings),
+            id(entry),
+            result.n_orderings,
+            view["signed"],
+            view["alpha"],
+        )
         if drawn != self._drawn:
             prob = float(self.engine.probabilities(self._settings.image)[result.target])
             title = (
@@ -366,11 +382,22 @@ class ShapCAMExplorer:
         self._result = result
         self._status(
             f"{state} · {result.n_orderings} orderings · {html.escape(name)} (#{result.target})"
-            f" · {result.n_evaluations} evaluations in {entry.seconds:.2f} s ({result.path} path)"
+            f" · {result.n_evaluations} evaluations · this update "
+            f"{time.perf_counter() - self._started:.2f} s ({result.path} path)"
         )
 
+    def _show_waiting(self, picture) -> None:
+        """The picture alone and blank readouts until the first map of new settings."""
+        self.panels.overlay.value = render.picture_png(picture, "sampling orderings...")
+        self.panels.efficiency.value = WAITING
+        self.panels.stderr.value = render.placeholder_png("standard error: waiting for a map")
+        self.panels.convergence.value = render.placeholder_png(
+            "convergence: waiting for a map", wide=True
+        )
+        self._drawn = None
+
     def _compare(self, picture, settings: Settings, view: dict, check) -> None:
-        key = (settings.image, settings.layer, settings.target)
+        key = (self.engine.digest(settings.image), settings.layer, settings.target)
         if view.get("scorecam"):
             self._scorecam_wanted.add(key)
         if not view["compare"]:
@@ -383,7 +410,7 @@ class ShapCAMExplorer:
                 continue
             if (*key, method) not in self._comparisons:
                 self._status(f"computing {method}...")
-                self._comparisons[(*key, method)] = compare(
+                heat = compare(
                     self.engine.model,
                     settings.layer,
                     self.engine.inputs(settings.image),
@@ -391,7 +418,8 @@ class ShapCAMExplorer:
                     method,
                     check,
                 )
-            maps[method] = self._comparisons[(*key, method)]
+                self._comparisons.put((*key, method), heat)
+            maps[method] = self._comparisons.get((*key, method))
         self.panels.comparison.value = render.comparison_png(picture, maps, alpha=view["alpha"])
         self.panels.comparison.layout.display = None
         self._show(picture, self._entry, self._result, view, "done")
@@ -421,14 +449,18 @@ class ShapCAMExplorer:
             self.panels.error.value = ""
 
 
+WAITING = "<div class='shapcam-efficiency-readout'>efficiency: waiting for a map</div>"
+
+
 def _efficiency_html(result: ShapCAMResult) -> str:
     total = float(result.phi.sum())
     difference = result.v_full - result.v_empty
     gap = total - difference
     holds = abs(gap) <= 1e-9 * max(1.0, abs(difference))
     mark = "holds" if holds else "VIOLATED"
+    empty = f"{result.v_empty:.6f}" if result.v_empty >= 0 else f"({result.v_empty:.6f})"
     return (
         f"<div class='shapcam-efficiency-readout'>efficiency {mark}: "
         f"sum of phi = {total:.6f}; v(full) - v(empty) = {result.v_full:.6f} - "
-        f"{result.v_empty:.6f} = {difference:.6f} (gap {gap:.1e})</div>"
+        f"{empty} = {difference:.6f} (gap {gap:.1e})</div>"
     )

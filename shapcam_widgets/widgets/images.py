@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import ShapCAMError
 from ..evaluation.data import ImageNetLOC
@@ -95,10 +95,15 @@ def _constant(image) -> Loader:
 
 
 def decode_upload(content: bytes, name: str) -> Image.Image:
-    """A PIL RGB image from an uploaded file's bytes, or a ShapCAMError saying why not."""
+    """An uploaded file's picture, read as ``load_image`` reads a path (the same RGB
+    conversion as ``shapcam explain``), or a ShapCAMError with the file's name and why not."""
     try:
-        return Image.open(io.BytesIO(bytes(content))).convert("RGB")
-    except Exception as error:  # PIL raises several types for bad files
-        raise ShapCAMError(
-            f"cannot read the uploaded file {name!r} as an image: {error}"
-        ) from error
+        with Image.open(io.BytesIO(bytes(content))) as opened:
+            return load_image(opened)
+    except UnidentifiedImageError:
+        reason = "not an image format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+    except Image.DecompressionBombError:
+        reason = f"more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, the most Pillow opens"
+    except OSError as error:  # truncated or corrupt data
+        reason = str(error)
+    raise ShapCAMError(f"cannot read the uploaded file {name!r}: {reason}")

@@ -1,6 +1,7 @@
 """The explorer's panels as PNG bytes (matplotlib's Agg canvas, no pyplot state)."""
 
 import io
+from functools import lru_cache
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -33,13 +34,22 @@ def picture_png(picture, title: str = "") -> bytes:
     return _png(figure)
 
 
+@lru_cache(maxsize=8)
+def placeholder_png(text: str, wide: bool = False) -> bytes:
+    """A grey panel saying ``text`` (in place of a panel of other settings)."""
+    figure = _figure(7.2 if wide else 4.6, 3.4 if wide else 4)
+    figure.set_facecolor("#eeeeee")
+    figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555555")
+    return _png(figure)
+
+
 def overlay_png(picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str) -> bytes:
     """Shap-CAM over the image, with a colour bar in the value's units."""
     figure = _figure(4.6, 4)
     ax = figure.add_axes((0.02, 0.02, 0.72, 0.86))
     shown = result.overlay(np.asarray(picture), ax, signed=signed, alpha=alpha)
     ax.set_title(title, fontsize=10)
-    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)))
+    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)), format="%.2g")
     bar.set_label(f"phi ({result.value})", fontsize=9)
     bar.ax.tick_params(labelsize=8)
     return _png(figure)
@@ -55,7 +65,7 @@ def stderr_png(result: ShapCAMResult) -> bytes:
     ax.set_yticks([])
     missing = " (needs 2 samples)" if np.isnan(result.stderr).all() else ""
     ax.set_title(f"standard error, {result.n_orderings} orderings{missing}", fontsize=10)
-    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)))
+    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)), format="%.2g")
     bar.set_label(f"SE ({result.value})", fontsize=9)
     bar.ax.tick_params(labelsize=8)
     return _png(figure)
