@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-pytest.importorskip("ipywidgets")
+ipywidgets = pytest.importorskip("ipywidgets")
 
 from shapcam_widgets import ShapCAM, ShapCAMError, load_model  # noqa: E402
 from shapcam_widgets.models import Preprocess  # noqa: E402
 from shapcam_widgets.widgets import ShapCAMExplorer, render  # noqa: E402
 from shapcam_widgets.widgets import explorer as explorer_module  # noqa: E402
 from shapcam_widgets.widgets.choices import layer_choices  # noqa: E402
-from shapcam_widgets.widgets.engine import auto_block_size  # noqa: E402
+from shapcam_widgets.widgets.engine import ByteCache, auto_block_size, entry_size  # noqa: E402
 from shapcam_widgets.widgets.images import catalogue, imagenet_images  # noqa: E402
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -472,3 +472,38 @@ def test_efficiency_line_and_search_box(explorer):
     label = next(o for o in explorer.controls.search.options if o.startswith("goldfish"))
     explorer.controls.search.value = label
     assert explorer.result.target == 1 and explorer.controls.search.value == ""
+
+
+def test_caches_are_capped_in_bytes():
+    """Issue 11, defect 6: games, images and comparison maps stay under caps in bytes."""
+    cache = ByteCache(100)
+    for key in range(5):
+        cache.put(key, np.zeros(40, np.uint8))
+    assert list(cache) == [3, 4] and cache.nbytes() == 80
+    cache.put("big", np.zeros(500, np.uint8))  # the newest value stays, alone
+    assert list(cache) == ["big"]
+
+    explorer = tiny_explorer()
+    one_game = entry_size(explorer._entry)
+    explorer.engine._entries.max_bytes = 3 * one_game
+    for seed in range(1, 8):
+        explorer.set(seed=seed)
+    assert len(explorer.engine._entries) == 3
+    assert explorer.engine._entries.nbytes() <= 3 * one_game
+
+
+def test_close_frees_the_explorer(monkeypatch):
+    """Issue 11, defect 6: close() ends the work and the widgets; running a cell again
+    closes the explorer it made before."""
+    monkeypatch.setattr(explorer_module, "_running_cell", lambda: "cell-1")
+    first = tiny_explorer(background=True)
+    ids = {widget.model_id for widget in explorer_module._descendants(first.widget)}
+    assert ids <= set(ipywidgets.Widget.widgets)
+    second = tiny_explorer(background=True)  # the cell runs again
+    assert not first.busy() and first.result is None and len(first.engine._entries) == 0
+    assert not ids & set(ipywidgets.Widget.widgets)
+    first.set(seed=3)  # ignored: nothing runs after close()
+    assert not first.busy()
+    assert second.wait(60) and second.error is None and second.result is not None
+    second.close()
+    assert second.widget.comm is None

@@ -9,7 +9,7 @@ from ..cam import BASELINES, VALUES
 #: Sample counts on the log slider: 1, 2, 4, ..., 4096 orderings.
 SAMPLE_STEPS = tuple(2**k for k in range(13))
 WIDE = {"description_width": "80px"}
-PANEL = w.Layout(width="368px", height="320px", object_fit="contain")
+PANEL = {"width": "368px", "height": "320px", "object_fit": "contain"}
 
 
 @dataclass
@@ -110,8 +110,8 @@ def build_controls(
 
 def build_panels() -> Panels:
     panels = Panels(
-        overlay=w.Image(format="png", layout=PANEL),
-        stderr=w.Image(format="png", layout=PANEL),
+        overlay=w.Image(format="png", layout=w.Layout(**PANEL)),
+        stderr=w.Image(format="png", layout=w.Layout(**PANEL)),
         convergence=w.Image(format="png", layout=w.Layout(width="576px", height="272px")),
         comparison=w.Image(format="png", layout=w.Layout(width="768px", display="none")),
         efficiency=w.HTML(),

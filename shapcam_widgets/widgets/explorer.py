@@ -3,7 +3,9 @@
 import html
 import threading
 import time
+import weakref
 
+import ipywidgets
 import torch
 
 from ..cam import ShapCAMResult, default_layer
@@ -64,8 +66,12 @@ class ShapCAMExplorer:
 
     Display it as the last expression of a cell, or with ``display(explorer)``.
     ``explorer.set(...)`` changes several settings with one computation; ``wait()``
-    blocks until the work in progress is done.
+    blocks until the work in progress is done; ``close()`` frees its memory. Running
+    the cell that made an explorer again closes the explorer it made before.
     """
+
+    #: notebook cell id -> the explorer that cell made last
+    _made_by_cell: dict[str, weakref.ref] = {}
 
     def __init__(
         self,
@@ -128,6 +134,7 @@ class ShapCAMExplorer:
         self._quiet = threading.local()
         self._runner = Runner(background=background, on_error=self._show_error)
         self._observe()
+        self._replace_earlier()
         self._schedule()
 
     # ---- public -----------------------------------------------------------------------
@@ -183,6 +190,16 @@ class ShapCAMExplorer:
         self._schedule()
         return self
 
+    def close(self) -> None:
+        """Stop the work in progress, drop every cache and close the widgets (their
+        memory in the kernel and the page is freed); the explorer is unusable after."""
+        self._runner.close()
+        self.engine.clear()
+        self._comparisons.clear()
+        self._result = self._settings = self._entry = None
+        for widget in _descendants(self.widget):
+            widget.close()
+
     def compute_scorecam(self) -> None:
         """Add Score-CAM (slow: one forward pass per channel) to the comparison panel."""
         self._on_scorecam(None)
@@ -194,6 +211,16 @@ class ShapCAMExplorer:
 
     def __repr__(self) -> str:
         return "ShapCAMExplorer (an interactive widget: shown in JupyterLab, Voila, the book)"
+
+    def _replace_earlier(self) -> None:
+        """Close the explorer that the running notebook cell made on an earlier run."""
+        cell = _running_cell()
+        if cell is None:
+            return
+        earlier = self._made_by_cell.get(cell)
+        if earlier is not None and earlier() is not None:
+            earlier().close()
+        self._made_by_cell[cell] = weakref.ref(self)
 
     # ---- events -----------------------------------------------------------------------
 
@@ -447,6 +474,27 @@ class ShapCAMExplorer:
         if self.panels.error.layout.display != "none":
             self.panels.error.layout.display = "none"
             self.panels.error.value = ""
+
+
+def _running_cell() -> str | None:
+    """The id of the notebook cell running now (JupyterLab and Notebook 7 send it)."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return None
+    return kernel.get_parent().get("metadata", {}).get("cellId")
+
+
+def _descendants(widget: ipywidgets.Widget) -> list[ipywidgets.Widget]:
+    """``widget``, the widgets inside it, and their layouts and styles."""
+    found = [widget]
+    for name in ("layout", "style"):
+        if isinstance(getattr(widget, name, None), ipywidgets.Widget):
+            found.append(getattr(widget, name))
+    for child in getattr(widget, "children", ()):
+        found.extend(_descendants(child))
+    return found
 
 
 WAITING = "<div class='shapcam-efficiency-readout'>efficiency: waiting for a map</div>"

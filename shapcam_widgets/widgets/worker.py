@@ -26,11 +26,14 @@ class Runner:
         self._condition = threading.Condition()
         self._pending: tuple[int, Job] | None = None
         self._running = False
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     def submit(self, job: Job) -> None:
         """Run ``job(check)``; any job still running or waiting is superseded."""
         with self._condition:
+            if self._closed:
+                return
             self.generation += 1
             generation = self.generation
             if self.background:
@@ -43,6 +46,15 @@ class Runner:
                 self._condition.notify_all()
                 return
         self._execute(generation, job)
+
+    def close(self, timeout: float = 10) -> None:
+        """Supersede the work in progress, wait up to ``timeout`` s for it to stop, and
+        run no more jobs."""
+        with self._condition:
+            self._closed = True
+            self.generation += 1
+            self._pending = None
+        self.wait(timeout)
 
     def check_for(self, generation: int) -> Callable[[], None]:
         def check() -> None:
