@@ -4,6 +4,7 @@ import dataclasses
 import datetime
 import io
 import re
+import time
 
 import numpy as np
 import pytest
@@ -507,3 +508,43 @@ def test_close_frees_the_explorer(monkeypatch):
     assert second.wait(60) and second.error is None and second.result is not None
     second.close()
     assert second.widget.comm is None
+
+
+def test_stop_and_new_settings_end_a_large_game_at_once(lite0):
+    """Issue 11, defect 4: the first step of blocks.2 at 1 x 1 cells (784 players, tens
+    of seconds) ends within about a second on stop() or on a change of layer."""
+    model, preprocess = lite0
+    explorer = ShapCAMExplorer(
+        model, preprocess=preprocess, layer="blocks.6", imagenet=False, n_samples=1, device="cpu"
+    )
+    assert explorer.wait(120)
+    for leave, status in (
+        (explorer.stop, "stopped"),
+        (lambda: explorer.set(layer="blocks.6"), "done"),
+    ):
+        explorer.set(layer="blocks.2", block_size=1, n_samples=64)
+        deadline = time.monotonic() + 60
+        while "sampling" not in explorer.panels.status.value and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside the first pair of orderings
+        assert explorer.busy(), explorer.panels.status.value
+        started = time.perf_counter()
+        leave()
+        assert explorer.wait(30)
+        assert time.perf_counter() - started < 3
+        assert explorer.error is None and status in explorer.panels.status.value
+    assert explorer.settings.layer == "blocks.6"
+
+
+def test_the_status_says_how_long_a_game_will_take(monkeypatch):
+    """Issue 11, defect 4: before a game's first map, the time it and the run will take."""
+    explorer = tiny_explorer()
+    statuses = []
+    explorer.panels.status.observe(lambda change: statuses.append(change["new"]), names="value")
+    explorer.set(seed=1)  # the layer's time per evaluation is known from the first game
+    assert any("first map in about" in status for status in statuses)
+    monkeypatch.setattr(explorer_module, "LONG_RUN", 0.0)
+    explorer.set(seed=2, n_samples=64)
+    assert any("64 orderings in about" in status for status in statuses)
+    explorer.stop()
+    assert "stopped · 64 orderings shown" in explorer.panels.status.value

@@ -28,10 +28,11 @@ class Controls:
     opacity: w.FloatSlider
     compare: w.Checkbox
     scorecam: w.Button
+    stop: w.Button
 
     def settings_widgets(self) -> list:
         """The widgets whose value changes what is computed or shown."""
-        skip = {"upload", "search", "scorecam"}
+        skip = {"upload", "search", "scorecam", "stop"}
         return [getattr(self, f.name) for f in fields(self) if f.name not in skip]
 
 
@@ -102,8 +103,13 @@ def build_controls(
             tooltip="about 15 s on 2 CPU cores",
             layout=w.Layout(width="150px"),
         ),
+        stop=w.Button(
+            description="stop",
+            tooltip="stop sampling; the map drawn so far stays",
+            layout=w.Layout(width="80px"),
+        ),
     )
-    for name in ("samples", "target", "image", "layer", "seed", "search"):
+    for name in ("samples", "target", "image", "layer", "seed", "search", "stop"):
         getattr(controls, name).add_class(f"shapcam-{name}")
     return controls
 
@@ -144,7 +150,13 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
     )
     # errors (a failed upload, a failed computation) show above the map, in view
     shown = w.VBox(
-        [panels.error, panels.overlay, panels.status, panels.progress, panels.efficiency]
+        [
+            panels.error,
+            panels.overlay,
+            panels.status,
+            w.HBox([panels.progress, controls.stop]),
+            panels.efficiency,
+        ]
     )
     wrap = w.Layout(flex_flow="row wrap")  # narrow pages (the book) stack the panels
     return w.VBox(

@@ -67,6 +67,7 @@ class Entry:
     """One explanation and its map after each refinement step."""
 
     explanation: Explanation
+    key: tuple  # in the engine's cache; key[1] is the layer
     history: list[ShapCAMResult] = field(default_factory=list)
     per_ordering: float = 0.0
 
@@ -198,6 +199,7 @@ class Engine:
         self._prepared = ByteCache(image_bytes, lambda p: nbytes([p.picture, p.inputs, p.probs]))
         self._cams: dict[str, ShapCAM] = {}
         self._entries = ByteCache(entry_bytes, entry_size)
+        self._rates: dict[tuple[str, str], float] = {}  # (layer, path) -> s per evaluation
 
     def add_image(self, name: str, picture: Image.Image) -> None:
         """Add or replace the image ``name``; caches follow its content, not its name."""
@@ -286,9 +288,19 @@ class Engine:
             block_size=settings.block_size,
             seed=settings.seed,
         )
-        entry = Entry(explanation)
+        entry = Entry(explanation, key)
         self._entries.put(key, entry)
         return entry
+
+    def seconds_needed(self, entry: Entry, n_samples: int) -> float | None:
+        """Estimated seconds to refine ``entry`` to ``n_samples`` orderings, from the time
+        per evaluation measured so far on its layer and path (None before any)."""
+        explanation = entry.explanation
+        rate = self._rates.get((entry.key[1], explanation.path))
+        if rate is None:
+            return None
+        missing = max(0, n_samples + n_samples % 2 - explanation.n_orderings)
+        return rate * missing * (explanation._game.n_players - 1)
 
     def clear(self) -> None:
         """Drop every cache (``ShapCAMExplorer.close``)."""
@@ -296,6 +308,7 @@ class Engine:
         self._prepared.clear()
         self._entries.clear()
         self._cams.clear()
+        self._rates.clear()
 
     def refine(
         self,
@@ -309,7 +322,9 @@ class Engine:
         Steps end at every power of two from one ordering (one pair when antithetic), so
         that any smaller sample count later shows exactly the map of that many orderings,
         and last at most about STEP_SECONDS, so that ``check()``, called between steps,
-        stops superseded work soon. Every step's map is kept in ``entry.history``.
+        stops superseded work soon. Every step's map is kept in ``entry.history``. A step
+        that raises (``check()`` called inside it) drops the entry: its sampler has drawn
+        orderings it did not walk, so its later maps would not be those of its seed.
         """
         explanation = entry.explanation
         while explanation.n_orderings < n_samples:
@@ -324,9 +339,16 @@ class Engine:
                     progress(min(base + step_done, n_samples), n_samples)
 
             started = time.perf_counter()
-            result = explanation.refine(goal - done, progress=report)
+            evaluations = entry.history[-1].n_evaluations if entry.history else 2
+            try:
+                result = explanation.refine(goal - done, progress=report)
+            except BaseException:
+                self._entries.pop(entry.key)
+                raise
             spent = time.perf_counter() - started
             entry.per_ordering = spent / max(1, explanation.n_orderings - done)
+            rate_key = (entry.key[1], explanation.path)
+            self._rates[rate_key] = spent / max(1, result.n_evaluations - evaluations)
             entry.history.append(result)
             self._entries.trim()
             yield result

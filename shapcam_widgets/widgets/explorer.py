@@ -18,12 +18,15 @@ from .comparisons import FAST, SLOW, compare
 from .controls import SAMPLE_STEPS, build_controls, build_panels, layout
 from .engine import ByteCache, Engine, Entry, Settings
 from .images import catalogue, decode_upload
-from .worker import Runner
+from .worker import Runner, interruptible
 
 #: While the estimate refines, redraw the map at most this often (seconds), and the
 #: standard-error and convergence panels at most every FULL_RENDER_INTERVAL seconds.
 RENDER_INTERVAL = 0.6
 FULL_RENDER_INTERVAL = 2.0
+
+#: Runs expected to last longer than this (seconds) say so before they start.
+LONG_RUN = 10.0
 
 #: Cap in bytes of the comparison maps kept (Grad-CAM, Grad-CAM++, Score-CAM).
 COMPARISON_BYTES = 16 * 2**20
@@ -130,6 +133,7 @@ class ShapCAMExplorer:
         self._result: ShapCAMResult | None = None
         self._drawn: tuple | None = None
         self._started = time.perf_counter()  # when the job in progress began
+        self._requested = n_samples  # orderings the job in progress refines to
         self._settings: Settings | None = None
         self._quiet = threading.local()
         self._runner = Runner(background=background, on_error=self._show_error)
@@ -190,6 +194,10 @@ class ShapCAMExplorer:
         self._schedule()
         return self
 
+    def stop(self) -> None:
+        """Stop the work in progress (within about a second); the map drawn stays."""
+        self._runner.submit(self._stopped)
+
     def close(self) -> None:
         """Stop the work in progress, drop every cache and close the widgets (their
         memory in the kernel and the page is freed); the explorer is unusable after."""
@@ -230,6 +238,7 @@ class ShapCAMExplorer:
         self.controls.search.observe(self._on_search, names="value")
         self.controls.upload.observe(self._on_upload, names="value")
         self.controls.scorecam.on_click(self._on_scorecam)
+        self.controls.stop.on_click(lambda _button: self.stop())
 
     def _silenced(self):
         explorer = self
@@ -337,8 +346,13 @@ class ShapCAMExplorer:
         self._runner.submit(lambda check: self._job(settings, view, check))
 
     def _job(self, settings: Settings, view: dict, check) -> None:
+        with interruptible(self.engine.model, check):
+            self._work(settings, view, check)
+
+    def _work(self, settings: Settings, view: dict, check) -> None:
         self._hide_error()
         self._started = time.perf_counter()
+        self._requested = settings.n_samples
         engine = self.engine
         self._status("preparing")
         picture = engine.picture(settings.image)
@@ -359,6 +373,8 @@ class ShapCAMExplorer:
         self.panels.progress.value = min(entry.explanation.n_orderings, n)
         if shown is not None:
             self._show(picture, entry, shown, view, "refining")
+        else:
+            self._status(_estimate_text(engine, entry, n))
         last = last_full = time.perf_counter()
         for _ in engine.refine(entry, n, check, self._progress):
             now = time.perf_counter()
@@ -407,11 +423,18 @@ class ShapCAMExplorer:
                 self.panels.convergence.value = render.convergence_png(history)
             self._drawn = drawn if full else None
         self._result = result
+        left = self.engine.seconds_needed(entry, self._requested) if state == "refining" else None
         self._status(
             f"{state} · {result.n_orderings} orderings · {html.escape(name)} (#{result.target})"
             f" · {result.n_evaluations} evaluations · this update "
             f"{time.perf_counter() - self._started:.2f} s ({result.path} path)"
+            + (f" · about {left:.0f} s to {self._requested} orderings" if left else "")
         )
+
+    def _stopped(self, _check) -> None:
+        shown = self._result
+        where = f"{shown.n_orderings} orderings shown" if shown else "before the first map"
+        self._status(f"stopped · {where} · change a setting to go on")
 
     def _show_waiting(self, picture) -> None:
         """The picture alone and blank readouts until the first map of new settings."""
@@ -421,7 +444,7 @@ class ShapCAMExplorer:
         self.panels.convergence.value = render.placeholder_png(
             "convergence: waiting for a map", wide=True
         )
-        self._drawn = None
+        self._drawn = self._result = None
 
     def _compare(self, picture, settings: Settings, view: dict, check) -> None:
         key = (self.engine.digest(settings.image), settings.layer, settings.target)
@@ -495,6 +518,18 @@ def _descendants(widget: ipywidgets.Widget) -> list[ipywidgets.Widget]:
     for child in getattr(widget, "children", ()):
         found.extend(_descendants(child))
     return found
+
+
+def _estimate_text(engine: Engine, entry: Entry, n_samples: int) -> str:
+    """The status before a game's first map: how long it and the whole run will take."""
+    total = engine.seconds_needed(entry, n_samples)
+    if total is None:
+        return "sampling the first orderings (time not measured yet on this layer)"
+    first = engine.seconds_needed(entry, 1)
+    text = f"sampling · first map in about {first:.1f} s"
+    if total > LONG_RUN:
+        text += f" · {n_samples} orderings in about {total:.0f} s (stop ends it)"
+    return text
 
 
 WAITING = "<div class='shapcam-efficiency-readout'>efficiency: waiting for a map</div>"

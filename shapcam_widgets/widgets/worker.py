@@ -9,12 +9,34 @@ jobs run at once in the caller's thread (tests, book builds: deterministic).
 import threading
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
 
 Job = Callable[[Callable[[], None]], None]
 
 
 class Superseded(Exception):
     """Raised by ``check()`` inside a job that a newer job replaced."""
+
+
+@contextmanager
+def interruptible(model: torch.nn.Module, check: Callable[[], None]):
+    """Call ``check()`` before the forward pass of every module of ``model`` run in this
+    thread, so that a superseded job stops within one layer's computation, not after a
+    step of orderings (which may last tens of seconds on a large game)."""
+    thread = threading.current_thread()
+
+    def hook(_module, _inputs):
+        if threading.current_thread() is thread:
+            check()
+
+    handles = [module.register_forward_pre_hook(hook) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Runner:
