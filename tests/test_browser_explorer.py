@@ -222,3 +222,94 @@ def test_explorer_in_voila(tmp_path):
         with _browser(tmp_path) as page:
             page.goto(url)
             _exercise(page, "voila", change_class=True)
+
+
+V_FULL = re.compile(r"v\(full\) - v\(empty\) = (-?[\d.]+)")
+
+
+def _top_probability(picture) -> float:
+    """The top-1 probability of Lite0 on ``picture``, as ``shapcam explain`` computes it."""
+    import torch
+
+    from shapcam_widgets import load_model
+
+    model, preprocess = load_model("efficientnet_lite0")
+    with torch.inference_mode():
+        return float(model(preprocess(picture)).softmax(dim=1).max())
+
+
+def _upload(page, name: str, picture) -> None:
+    """Choose ``picture`` as a PNG file called ``name`` with the upload button."""
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    with page.expect_file_chooser() as chooser:
+        page.locator(".shapcam-upload").first.click()
+    chooser.value.set_files(
+        files=[{"name": name, "mimeType": "image/png", "buffer": buffer.getvalue()}]
+    )
+
+
+def _wait_v_full(page, expected: float, timeout: float = 60) -> None:
+    """Wait until the efficiency line's v(full) is ``expected`` and the status done."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = page.locator(".shapcam-efficiency").first.inner_text()
+        found = V_FULL.search(text)
+        status = page.locator(".shapcam-status").first.inner_text()
+        if found and abs(float(found[1]) - expected) < 1e-5 and "done" in status:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"v(full) never became {expected:.6f}: {text}")
+
+
+def _settled_overlay(page, pattern: str) -> bytes:
+    """The overlay once the status matches ``pattern`` and has stayed so for a second."""
+    _wait_status(page, pattern)
+    time.sleep(1.0)
+    _wait_status(page, pattern)
+    return _overlay_pixels(page)
+
+
+def test_explorer_defects_in_voila(tmp_path):
+    """Issue 11, defects 1 to 3 in a real browser: every slider value, 1 and 2 included,
+    shows its map; a count that comes back (also after rapid drags) is drawn again; a
+    second upload under the same file name is explained afresh."""
+    pytest.importorskip("voila")
+    from PIL import Image
+    from skimage import data
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    home, port, token = _home(tmp_path), _free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "voila", str(home / "notebooks" / NOTEBOOK.name),
+        "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", f"--token={token}",
+    ]  # fmt: skip
+    with _server(command, f"127.0.0.1:{port}", home), _browser(tmp_path) as page:
+        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        _wait_status(page, r"done · 8 orderings")
+        _move_samples_slider(page, 0.5)  # 64 orderings
+        at_64 = _settled_overlay(page, r"done · 64 orderings")
+        for fraction in (0.0, 1 / 12):  # 1 and 2 orderings: one antithetic pair
+            _move_samples_slider(page, fraction)
+            _wait_status(page, r"done · 2 orderings")
+            assert page.locator(".shapcam-error").count() == 0
+        _move_samples_slider(page, 0.5)
+        assert _settled_overlay(page, r"done · 64 orderings") == at_64
+        for fraction in (0.9, 0.0, 0.3, 1 / 12, 0.75, 0.1, 0.0, 0.2, 0.4):  # rapid drags
+            _move_samples_slider(page, fraction)
+        _move_samples_slider(page, 0.5)
+        assert _settled_overlay(page, r"done · 64 orderings") == at_64
+        page.screenshot(path=str(ARTIFACTS / "voila-slider.png"), full_page=True)
+
+        cat, mug = Image.fromarray(data.chelsea()), Image.fromarray(data.coffee())
+        _upload(page, "my_bus.png", cat)
+        _wait_v_full(page, _top_probability(cat))
+        cat_overlay = _settled_overlay(page, r"done · 64 orderings")
+        _upload(page, "my_bus.png", mug)
+        _wait_v_full(page, _top_probability(mug))
+        assert _settled_overlay(page, r"done · 64 orderings") != cat_overlay
+        assert page.locator(".shapcam-error").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "voila-reupload.png"), full_page=True)

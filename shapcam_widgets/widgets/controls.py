@@ -109,7 +109,7 @@ def build_controls(
             layout=w.Layout(width="80px"),
         ),
     )
-    for name in ("samples", "target", "image", "layer", "seed", "search", "stop"):
+    for name in ("samples", "target", "image", "upload", "layer", "seed", "search", "stop"):
         getattr(controls, name).add_class(f"shapcam-{name}")
     return controls
 
