@@ -209,7 +209,9 @@ def test_explorer_in_jupyterlab(tmp_path):
         sync_api.expect(kernel.first).to_be_visible(timeout=TIMEOUT_MS)  # kernel idle
 
 
-def test_explorer_in_voila(tmp_path):
+@contextmanager
+def _voila_page(tmp_path: Path):
+    """A chromium page on the test notebook served by Voila."""
     pytest.importorskip("voila")
     ARTIFACTS.mkdir(exist_ok=True)
     home, port, token = _home(tmp_path), _free_port(), secrets.token_hex(16)
@@ -217,11 +219,14 @@ def test_explorer_in_voila(tmp_path):
         sys.executable, "-m", "voila", str(home / "notebooks" / NOTEBOOK.name),
         "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", f"--token={token}",
     ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}/?token={token}"
-    with _server(command, f"127.0.0.1:{port}", home):
-        with _browser(tmp_path) as page:
-            page.goto(url)
-            _exercise(page, "voila", change_class=True)
+    with _server(command, f"127.0.0.1:{port}", home), _browser(tmp_path) as page:
+        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        yield page
+
+
+def test_explorer_in_voila(tmp_path):
+    with _voila_page(tmp_path) as page:
+        _exercise(page, "voila", change_class=True)
 
 
 V_FULL = re.compile(r"v\(full\) - v\(empty\) = (-?[\d.]+)")
@@ -277,18 +282,10 @@ def test_explorer_defects_in_voila(tmp_path):
     """Issue 11, defects 1 to 3 in a real browser: every slider value, 1 and 2 included,
     shows its map; a count that comes back (also after rapid drags) is drawn again; a
     second upload under the same file name is explained afresh."""
-    pytest.importorskip("voila")
     from PIL import Image
     from skimage import data
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    home, port, token = _home(tmp_path), _free_port(), secrets.token_hex(16)
-    command = [
-        sys.executable, "-m", "voila", str(home / "notebooks" / NOTEBOOK.name),
-        "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", f"--token={token}",
-    ]  # fmt: skip
-    with _server(command, f"127.0.0.1:{port}", home), _browser(tmp_path) as page:
-        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+    with _voila_page(tmp_path) as page:
         _wait_status(page, r"done · 8 orderings")
         _move_samples_slider(page, 0.5)  # 64 orderings
         at_64 = _settled_overlay(page, r"done · 64 orderings")
