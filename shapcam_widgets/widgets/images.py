@@ -34,6 +34,8 @@ def _skimage_loader(name: str) -> Loader:
     def load() -> Image.Image:
         from skimage import data
 
+        if name == "motorcycle_left":  # the left view of a stereo pair
+            return load_image(data.stereo_motorcycle()[0])
         return load_image(getattr(data, name)())
 
     return load
