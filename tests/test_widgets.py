@@ -19,7 +19,12 @@ from shapcam_widgets.models import Preprocess  # noqa: E402
 from shapcam_widgets.widgets import ShapCAMExplorer, render  # noqa: E402
 from shapcam_widgets.widgets import explorer as explorer_module  # noqa: E402
 from shapcam_widgets.widgets.choices import layer_choices  # noqa: E402
-from shapcam_widgets.widgets.engine import ByteCache, auto_block_size, entry_size  # noqa: E402
+from shapcam_widgets.widgets.engine import (  # noqa: E402
+    ByteCache,
+    auto_block_size,
+    entry_size,
+    reachable_bytes,
+)
 from shapcam_widgets.widgets.images import catalogue, imagenet_images  # noqa: E402
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -483,6 +488,11 @@ def test_caches_are_capped_in_bytes():
     assert list(cache) == [3, 4] and cache.nbytes() == 80
     cache.put("big", np.zeros(500, np.uint8))  # the newest value stays, alone
     assert list(cache) == ["big"]
+
+    weights = torch.zeros(1000)  # 4,000 bytes, held by a closure and by a view of it
+    value_function = (lambda weights: lambda x: x * weights)(weights)
+    held = {"f": value_function, "view": weights[:10], "model": nn.Linear(100, 100)}
+    assert reachable_bytes(held) == 4000  # the module (the shared model) is not counted
 
     explorer = tiny_explorer()
     one_game = entry_size(explorer._entry)

@@ -8,11 +8,14 @@ far) per (image content, layer, block size, class, value, baseline, seed). More
 orderings refine an entry's explanation; they never start it over.
 """
 
+import gc
 import hashlib
 import time
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ STEP_SECONDS = 0.4
 
 #: Default caps in bytes: prepared images (picture, input, predictions) and games.
 IMAGE_BYTES = 64 * 2**20
-ENTRY_BYTES = 256 * 2**20
+ENTRY_BYTES = 128 * 2**20
 
 #: "auto" block size: the smallest block whose grid has at most this many players.
 AUTO_MAX_PLAYERS = 64
@@ -70,6 +73,11 @@ class Entry:
     key: tuple  # in the engine's cache; key[1] is the layer
     history: list[ShapCAMResult] = field(default_factory=list)
     per_ordering: float = 0.0
+
+    @cached_property
+    def fixed_bytes(self) -> int:
+        """Bytes of the tensors the explanation holds (its game and value function)."""
+        return reachable_bytes(self.explanation)
 
     @property
     def seconds(self) -> float:
@@ -171,10 +179,34 @@ def content_digest(picture: Image.Image) -> str:
     return digest.hexdigest()
 
 
+def reachable_bytes(root) -> int:
+    """Bytes of the tensors and arrays reachable from ``root`` through containers,
+    attributes and closures, each storage once; not through modules (the model is
+    shared), classes or a function's globals."""
+    seen, storages, total = set(), set(), 0
+    stack = [root]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            if storage.data_ptr() not in storages:
+                storages.add(storage.data_ptr())
+                total += storage.nbytes()
+        elif isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, types.FunctionType):
+            stack.extend([value.__closure__ or (), value.__defaults__ or ()])
+        elif not isinstance(value, (torch.nn.Module, type, types.ModuleType, str, bytes)):
+            stack.extend(gc.get_referents(value))
+    return total
+
+
 def entry_size(entry: "Entry") -> int:
-    """Bytes of an entry's recorded maps and of its game's tensors."""
-    game = entry.explanation._game
-    return nbytes([(r.phi, r.stderr) for r in entry.history]) + nbytes(vars(game))
+    """Bytes of an entry's recorded maps and of the tensors its explanation holds."""
+    return nbytes([(r.phi, r.stderr) for r in entry.history]) + entry.fixed_bytes
 
 
 class Engine:
