@@ -9,6 +9,8 @@ from ..cam import BASELINES, VALUES
 #: Sample counts on the log slider: 1, 2, 4, ..., 4096 orderings.
 SAMPLE_STEPS = tuple(2**k for k in range(13))
 WIDE = {"description_width": "80px"}
+#: Choices with long labels ("blocks.4 · 112x14x14 (196 cells)") span the controls column.
+FULL_WIDTH = {"width": "410px"}
 PANEL = {"width": "368px", "height": "320px", "object_fit": "contain"}
 
 
@@ -62,20 +64,25 @@ def build_controls(
     controls = Controls(
         image=w.Dropdown(description="image", options=images, style=WIDE),
         upload=w.FileUpload(accept="image/*", multiple=False, description="upload"),
-        layer=w.Dropdown(description="layer", options=layers, style=WIDE),
+        layer=w.Dropdown(
+            description="layer", options=layers, style=WIDE, layout=w.Layout(**FULL_WIDTH)
+        ),
         block=w.Dropdown(
             description="cells/player",
             options=[("auto (<= 64 players)", 0)] + [(f"{b} x {b}", b) for b in (1, 2, 4, 7, 8)],
             value=0,
             style=WIDE,
         ),
-        target=w.Dropdown(description="class", options=[], style=WIDE),
+        target=w.Dropdown(
+            description="class", options=[], style=WIDE, layout=w.Layout(**FULL_WIDTH)
+        ),
         search=w.Combobox(
             description="search",
             placeholder=f"any of {len(class_names)} classes",
             options=class_names,
             ensure_option=True,
             style=WIDE,
+            layout=w.Layout(**FULL_WIDTH),
         ),
         samples=w.SelectionSlider(
             description="orderings",
