@@ -9,7 +9,9 @@ test-artifacts/book/.
 
 import functools
 import http.server
+import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -225,3 +227,42 @@ def test_search_snippets_show_no_tex(browser, server):
         assert not blocked and not failed and not errors, (blocked, failed, errors)
     finally:
         context.close()
+
+
+#: book/shapcam.mplstyle's smallest text, in pixels at its 100 dpi (11 pt)
+STYLE_TEXT_PX = 11 * 100 / 72
+
+
+@pytest.mark.parametrize("page_path", [p for p in PAGES if p.startswith("notebooks/")])
+def test_figure_text_is_at_least_9_px(browser, server, page_path):
+    """A chapter's figures are shown large enough in a 1280 px window that the book style's
+    smallest text is at least 9 px on the page, and the notebook draws with that style
+    without setting a smaller font size."""
+    notebook = ROOT / page_path.replace(".html", ".ipynb")
+    source = "".join(
+        "".join(cell["source"])
+        for cell in json.loads(notebook.read_text())["cells"]
+        if cell["cell_type"] == "code"
+    )
+    if "matplotlib" in source:
+        assert 'plt.style.use("../book/shapcam.mplstyle")' in source, notebook.name
+    small = [int(size) for size in re.findall(r"fontsize=(\d+)", source) if int(size) < 11]
+    assert not small, f"{notebook.name} sets font sizes {small}"
+    context, page, *_ = _open(browser, server, page_path)
+    try:
+        page.wait_for_function(
+            "() => [...document.images].every(img => img.complete)", timeout=TIMEOUT_MS
+        )
+        shown = page.eval_on_selector_all(
+            "article figure img",
+            "imgs => imgs.map(i => [i.src.split('/').pop(), i.naturalWidth,"
+            " i.getBoundingClientRect().width])",
+        )
+    finally:
+        context.close()
+    small_text = [
+        (name, f"{STYLE_TEXT_PX * width / natural:.1f} px")
+        for name, natural, width in shown
+        if STYLE_TEXT_PX * width / natural < 9
+    ]
+    assert not small_text, f"{page_path}: figures whose 11 pt text is under 9 px: {small_text}"
