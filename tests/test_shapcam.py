@@ -199,6 +199,13 @@ def test_overlay_draws_on_the_image(resnet18):
     figure, ax = plt.subplots()
     shown = result.overlay(np.zeros((50, 60, 3), np.uint8), ax, signed=False)
     assert shown.get_array().shape == (50, 60)
+    assert shown.get_cmap().name == "viridis"  # [0, 1]-style maps: the sequential map
+    # opacity follows |phi|: the strongest cell at alpha, a zero cell fully transparent
+    heat = np.abs(np.asarray(shown.get_array()))
+    opacity = np.asarray(shown.get_alpha())
+    np.testing.assert_allclose(opacity, 0.5 * heat / heat.max(), atol=1e-12)
+    signed = result.overlay(np.zeros((50, 60, 3), np.uint8), ax, alpha=0.8)
+    assert signed.get_cmap().name == "RdBu_r" and np.asarray(signed.get_alpha()).max() == 0.8
     plt.close(figure)
 
 

@@ -100,7 +100,10 @@ class ShapCAMResult:
         """Draw the map over ``image`` (H x W x 3 array or PIL image) on a matplotlib axis.
 
         signed: diverging colours centred on zero (red adds to the score, blue takes
-        away); otherwise positive evidence only, on the "jet" colour map.
+        away); otherwise positive evidence only, on the sequential "viridis" colour map.
+        alpha: the opacity of the strongest cell; a cell's opacity is proportional to
+        |phi|, so the picture stays visible where the map is near zero. Returns the image
+        of the map, for a colour bar (``figure.colorbar(shown, ax=ax)``).
         Images larger than ``MAX_OVERLAY_SIDE`` pixels are drawn shrunk to it (same aspect
         ratio): axis coordinates are then those of the shrunk image.
         """
@@ -111,10 +114,11 @@ class ShapCAMResult:
         ax = ax if ax is not None else plt.gca()
         ax.imshow(picture)
         limit = float(np.abs(heat).max()) or 1.0
+        opacity = alpha * np.abs(heat) / limit
         if signed:
-            shown = ax.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha)
+            shown = ax.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=opacity)
         else:
-            shown = ax.imshow(heat, cmap="jet", vmin=0, vmax=limit, alpha=alpha)
+            shown = ax.imshow(heat, cmap="viridis", vmin=0, vmax=limit, alpha=opacity)
         ax.set_axis_off()
         return shown
 
