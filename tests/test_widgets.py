@@ -26,6 +26,7 @@ from shapcam_widgets.widgets.engine import (  # noqa: E402
     reachable_bytes,
 )
 from shapcam_widgets.widgets.images import catalogue, imagenet_images  # noqa: E402
+from shapcam_widgets.widgets.worker import interruptible  # noqa: E402
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 EFFICIENCY = re.compile(r"sum of phi = (-?[\d.]+); v\(full\) - v\(empty\) = .* = (-?[\d.]+) ")
@@ -541,7 +542,7 @@ def test_stop_and_new_settings_end_a_large_game_at_once(lite0):
         started = time.perf_counter()
         leave()
         assert explorer.wait(30)
-        assert time.perf_counter() - started < 3
+        assert time.perf_counter() - started < 5  # tens of seconds before
         assert explorer.error is None and status in explorer.panels.status.value
     assert explorer.settings.layer == "blocks.6"
 
@@ -558,3 +559,29 @@ def test_the_status_says_how_long_a_game_will_take(monkeypatch):
     assert any("64 orderings in about" in status for status in statuses)
     explorer.stop()
     assert "stopped · 64 orderings shown" in explorer.panels.status.value
+
+
+def test_a_step_cut_short_is_undone():
+    """Issue 11, defect 4: a step interrupted inside the network leaves the game as
+    before it, so that its later maps are those of its seed, uninterrupted."""
+    explorer = tiny_explorer(layer="0")  # the general path: one forward pass per step
+    engine, settings = explorer.engine, explorer.settings
+    engine._entries.clear()
+    entry = engine.entry(settings)
+    calls = []
+
+    def check():
+        calls.append(None)
+        if len(calls) == 20:  # the fourth step (16 orderings), inside the network
+            raise RuntimeError("superseded")
+
+    with pytest.raises(RuntimeError), interruptible(engine.model, check):
+        list(engine.refine(entry, 64, check))
+    assert engine.cached(settings) is entry
+    interrupted = list(engine.refine(entry, 64, lambda: None))[-1]
+
+    engine._entries.clear()
+    fresh = engine.entry(settings)
+    uninterrupted = list(engine.refine(fresh, 64, lambda: None))[-1]
+    np.testing.assert_array_equal(interrupted.phi, uninterrupted.phi)
+    assert interrupted.n_evaluations == uninterrupted.n_evaluations

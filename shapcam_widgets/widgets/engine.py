@@ -14,6 +14,7 @@ import time
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -209,6 +210,34 @@ def entry_size(entry: "Entry") -> int:
     return nbytes([(r.phi, r.stderr) for r in entry.history]) + entry.fixed_bytes
 
 
+@contextmanager
+def undone_on_error(explanation: Explanation):
+    """On an exception, put the explanation's sampler back as it was: its sums, counts
+    and random state (orderings drawn but not walked are drawn again)."""
+    sampler = explanation._sampler
+    saved = (
+        sampler.generator.get_state(),
+        sampler.n_orderings,
+        sampler.n_evaluations,
+        sampler._n_samples,
+        sampler._sum.clone(),
+        sampler._sum_sq.clone(),
+    )
+    try:
+        yield
+    except BaseException:
+        state, *counts = saved
+        sampler.generator.set_state(state)
+        (
+            sampler.n_orderings,
+            sampler.n_evaluations,
+            sampler._n_samples,
+            sampler._sum,
+            sampler._sum_sq,
+        ) = counts
+        raise
+
+
 class Engine:
     """Pictures, predictions and Shap-CAM games of one model, cached under caps in bytes.
 
@@ -355,8 +384,8 @@ class Engine:
         that any smaller sample count later shows exactly the map of that many orderings,
         and last at most about STEP_SECONDS, so that ``check()``, called between steps,
         stops superseded work soon. Every step's map is kept in ``entry.history``. A step
-        that raises (``check()`` called inside it) drops the entry: its sampler has drawn
-        orderings it did not walk, so its later maps would not be those of its seed.
+        that raises (``check()`` called inside it) is undone, so that the entry's later
+        orderings are still those of its seed.
         """
         explanation = entry.explanation
         while explanation.n_orderings < n_samples:
@@ -372,11 +401,8 @@ class Engine:
 
             started = time.perf_counter()
             evaluations = entry.history[-1].n_evaluations if entry.history else 2
-            try:
+            with undone_on_error(explanation):
                 result = explanation.refine(goal - done, progress=report)
-            except BaseException:
-                self._entries.pop(entry.key)
-                raise
             spent = time.perf_counter() - started
             entry.per_ordering = spent / max(1, explanation.n_orderings - done)
             rate_key = (entry.key[1], explanation.path)
