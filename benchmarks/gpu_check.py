@@ -7,12 +7,13 @@ the label class of the first ``--images`` images of the ImageNet subset:
 - the general path at ``blocks.5`` (7 x 7 = 49 players) and ``blocks.4`` (14 x 14 in
   2 x 2 blocks = 49 players, and in single cells = 196 players) at m = 256 orderings;
 - the fast path at ``blocks.6`` at m = 4,096 orderings;
+- the local path at ``blocks.5`` at m = 256 (same estimates as the general path);
 - for each, a raw batched forward of the same tail (masked activations in, logits out)
   at the batch size the explainer used, over as many evaluations: the ceiling that
   ``ratio_to_raw_forward`` (the explainer's evaluations per second over the raw
-  forward's) is measured against. The fast path does not run the tail per coalition:
-  its ratio is against the raw tail at a batch of 1,024 (above 1: faster than any
-  general path can be).
+  forward's) is measured against. The fast and local paths do not run the whole tail
+  per coalition: their ratio is against the raw tail at a batch of 1,024 (above 1:
+  faster than any general path can be).
 
 Seconds are wall time with ``torch.cuda.synchronize()``, medians over the images after
 one warm-up image; peak memory is ``torch.cuda.max_memory_allocated`` above what was
@@ -41,6 +42,8 @@ SCENARIOS = (
     ("general blocks.4 2x2", "blocks.4", 2, "general", 256),
     ("general blocks.4 cells", "blocks.4", 1, "general", 256),
     ("fast blocks.6", "blocks.6", 1, "fast", 4096),
+    # last, so that the others are written should it fail on a new device
+    ("local blocks.5", "blocks.5", 1, "local", 256),
 )
 
 
@@ -172,8 +175,8 @@ def main(argv=None) -> dict:
         orderings = 2 if args.smoke_test else orderings
         entry = {"name": name, "layer": layer, "block_size": block_size, "orderings": orderings}
         entry |= measure_explainer(model, images, layer, block_size, path, orderings, device)
-        # the fast path calls the tail only to check itself: compare it with the general
-        # tail's raw forward at a large batch instead
+        # the fast and local paths call the whole tail only to check themselves: compare
+        # them with the tail's raw forward at a large batch instead
         batch = entry["batch_size"] if path == "general" else FAST_PATH_RAW_BATCH
         raw = measure_raw_forward(
             model, images, layer, batch, entry["evaluations_per_image"], device

@@ -96,9 +96,9 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
     report = gpu_check.main(["--smoke-test", "--images", "2", "--out", str(out)])
     assert [e["name"] for e in report["scenarios"]] == [s[0] for s in gpu_check.SCENARIOS]
     players = [e["n_players"] for e in report["scenarios"]]
-    assert players == [49, 49, 196, 49]
+    assert players == [49, 49, 196, 49, 49]
     for entry in report["scenarios"]:
         assert entry["evaluations_per_image"] == 2 + 2 * (entry["n_players"] - 1)
         assert entry["evaluations_per_second"] > 0 and entry["ratio_to_raw_forward"] > 0
-    assert [e["path"] for e in report["scenarios"]] == ["general"] * 3 + ["fast"]
+    assert [e["path"] for e in report["scenarios"]] == ["general"] * 3 + ["fast", "local"]
     assert len(report["images"]) == 2 and out.exists()
