@@ -506,12 +506,17 @@ def test_caches_are_capped_in_bytes():
 
 def test_close_frees_the_explorer(monkeypatch):
     """Issue 11, defect 6: close() ends the work and the widgets; running a cell again
-    closes the explorer it made before."""
-    monkeypatch.setattr(explorer_module, "_running_cell", lambda: "cell-1")
+    closes the explorers it made before, not those made beside them in the same run."""
+    monkeypatch.setattr(explorer_module, "_running_cell", lambda: ("cell-1", "run-1"))
     first = tiny_explorer(background=True)
+    assert first.wait(60)
+    beside = tiny_explorer()
+    assert first.result is not None and first.error is None
     ids = {widget.model_id for widget in explorer_module._descendants(first.widget)}
     assert ids <= set(ipywidgets.Widget.widgets)
+    monkeypatch.setattr(explorer_module, "_running_cell", lambda: ("cell-1", "run-2"))
     second = tiny_explorer(background=True)  # the cell runs again
+    assert beside.result is None
     assert not first.busy() and first.result is None and len(first.engine._entries) == 0
     assert not ids & set(ipywidgets.Widget.widgets)
     first.set(seed=3)  # ignored: nothing runs after close()

@@ -73,8 +73,8 @@ class ShapCAMExplorer:
     the cell that made an explorer again closes the explorer it made before.
     """
 
-    #: notebook cell id -> the explorer that cell made last
-    _made_by_cell: dict[str, weakref.ref] = {}
+    #: notebook cell id -> (the id of its last run, the explorers made in that run)
+    _made_by_cell: dict[str, tuple[str, list[weakref.ref]]] = {}
 
     def __init__(
         self,
@@ -221,14 +221,18 @@ class ShapCAMExplorer:
         return "ShapCAMExplorer (an interactive widget: shown in JupyterLab, Voila, the book)"
 
     def _replace_earlier(self) -> None:
-        """Close the explorer that the running notebook cell made on an earlier run."""
-        cell = _running_cell()
-        if cell is None:
+        """Close the explorers that the running notebook cell made on its earlier runs."""
+        running = _running_cell()
+        if running is None:
             return
-        earlier = self._made_by_cell.get(cell)
-        if earlier is not None and earlier() is not None:
-            earlier().close()
-        self._made_by_cell[cell] = weakref.ref(self)
+        cell, run = running
+        last_run, made = self._made_by_cell.get(cell, (run, []))
+        if last_run != run:
+            for earlier in made:
+                if earlier() is not None:
+                    earlier().close()
+            made = []
+        self._made_by_cell[cell] = (run, [*made, weakref.ref(self)])
 
     # ---- events -----------------------------------------------------------------------
 
@@ -499,14 +503,17 @@ class ShapCAMExplorer:
             self.panels.error.value = ""
 
 
-def _running_cell() -> str | None:
-    """The id of the notebook cell running now (JupyterLab and Notebook 7 send it)."""
+def _running_cell() -> tuple[str, str] | None:
+    """(the id of the notebook cell running now, the id of this run of it), or None
+    where the front end sends no cell id (JupyterLab and Notebook 7 send it)."""
     from IPython import get_ipython
 
     kernel = getattr(get_ipython(), "kernel", None)
     if kernel is None:
         return None
-    return kernel.get_parent().get("metadata", {}).get("cellId")
+    request = kernel.get_parent()
+    cell = request.get("metadata", {}).get("cellId")
+    return None if cell is None else (cell, request["header"]["msg_id"])
 
 
 def _descendants(widget: ipywidgets.Widget) -> list[ipywidgets.Widget]:
