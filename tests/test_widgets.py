@@ -425,6 +425,15 @@ def test_readouts_of_other_settings_are_cleared_until_the_first_map():
     assert explorer.result is not before and explorer.result.seed == 1
     assert "waiting" not in explorer.panels.efficiency.value
 
+    explorer.set(compare=True)
+    comparisons = []
+    explorer.panels.comparison.observe(lambda change: comparisons.append(change["new"]), "value")
+    explorer.set(seed=2)  # the same class: Grad-CAM's maps stay
+    assert comparisons == []
+    explorer.set(target=explorer.controls.target.options[1][1])
+    waiting = render.placeholder_png("Grad-CAM, Grad-CAM++: waiting for the Shap-CAM map", True)
+    assert comparisons[0] == waiting and comparisons[-1] != waiting
+
 
 def test_a_failed_upload_says_which_file_and_why_next_to_the_map(explorer):
     """Issue 11, defect 7."""

@@ -132,6 +132,7 @@ class ShapCAMExplorer:
         self._comparisons = ByteCache(COMPARISON_BYTES)
         self._result: ShapCAMResult | None = None
         self._drawn: tuple | None = None
+        self._compared: tuple | None = None  # (image content, layer, class) compared
         self._started = time.perf_counter()  # when the job in progress began
         self._requested = n_samples  # orderings the job in progress refines to
         self._settings: Settings | None = None
@@ -365,6 +366,12 @@ class ShapCAMExplorer:
         with self._silenced():
             self._target_options(resolved.target, settings.image)
         check()
+        compared = (engine.digest(settings.image), resolved.layer, resolved.target)
+        if view["compare"] and compared != self._compared:
+            self.panels.comparison.value = render.placeholder_png(
+                "Grad-CAM, Grad-CAM++: waiting for the Shap-CAM map", wide=True
+            )
+            self._compared = None
         n = settings.n_samples
         cached = engine.cached(resolved)
         shown = None if cached is None else cached.result(n)
@@ -475,6 +482,7 @@ class ShapCAMExplorer:
                 self._comparisons.put((*key, method), heat)
             maps[method] = self._comparisons.get((*key, method))
         self.panels.comparison.value = render.comparison_png(picture, maps, alpha=view["alpha"])
+        self._compared = key
         self.panels.comparison.layout.display = None
         self._show(picture, self._entry, self._result, view, "done")
 
