@@ -24,6 +24,7 @@ from browser_support import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "explorer.ipynb"
+APP = ROOT / "notebooks" / "explorer_app.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 EFFICIENCY = re.compile(r"sum of phi = (-?[\d.]+); v\(full\) - v\(empty\) = .* = (-?[\d.]+) ")
 TIMEOUT_MS = 90_000
@@ -93,7 +94,7 @@ def _server(command: list[str], url: str, home: Path):
                 process.wait(10)
 
 
-def _home(tmp_path: Path) -> Path:
+def _home(tmp_path: Path, notebook: Path = NOTEBOOK) -> Path:
     home = tmp_path / "jupyter"
     for sub in ("config/labconfig", "runtime", "workspaces", "notebooks"):
         (home / sub).mkdir(parents=True)
@@ -104,7 +105,7 @@ def _home(tmp_path: Path) -> Path:
     notification = home / "settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    shutil.copy(NOTEBOOK, home / "notebooks" / NOTEBOOK.name)
+    shutil.copy(notebook, home / "notebooks" / notebook.name)
     return home
 
 
@@ -210,13 +211,13 @@ def test_explorer_in_jupyterlab(tmp_path):
 
 
 @contextmanager
-def _voila_page(tmp_path: Path):
-    """A chromium page on the test notebook served by Voila."""
+def _voila_page(tmp_path: Path, notebook: Path = NOTEBOOK):
+    """A chromium page on ``notebook`` (by default the test notebook) served by Voila."""
     pytest.importorskip("voila")
     ARTIFACTS.mkdir(exist_ok=True)
-    home, port, token = _home(tmp_path), _free_port(), secrets.token_hex(16)
+    home, port, token = _home(tmp_path, notebook), _free_port(), secrets.token_hex(16)
     command = [
-        sys.executable, "-m", "voila", str(home / "notebooks" / NOTEBOOK.name),
+        sys.executable, "-m", "voila", str(home / "notebooks" / notebook.name),
         "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", f"--token={token}",
     ]  # fmt: skip
     with _server(command, f"127.0.0.1:{port}", home), _browser(tmp_path) as page:
@@ -227,6 +228,18 @@ def _voila_page(tmp_path: Path):
 def test_explorer_in_voila(tmp_path):
     with _voila_page(tmp_path) as page:
         _exercise(page, "voila", change_class=True)
+
+
+def test_app_notebook_in_voila(tmp_path):
+    """Issue 11, defect 9: ``voila notebooks/explorer_app.ipynb`` shows the explorer, and
+    no book markup (labels, roles, citations)."""
+    with _voila_page(tmp_path, APP) as page:
+        _wait_status(page, r"done · 64 orderings")
+        sync_api.expect(page.locator("img.shapcam-overlay").first).to_be_visible()
+        text = page.locator("body").inner_text()
+        for markup in ("(chapter-", "{doc}", "{cite", "{ref}"):
+            assert markup not in text
+        page.screenshot(path=str(ARTIFACTS / "voila-app.png"), full_page=True)
 
 
 V_FULL = re.compile(r"v\(full\) - v\(empty\) = (-?[\d.]+)")

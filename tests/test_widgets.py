@@ -3,8 +3,10 @@
 import dataclasses
 import datetime
 import io
+import json
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -599,3 +601,17 @@ def test_a_step_cut_short_is_undone():
     uninterrupted = list(engine.refine(fresh, 64, lambda: None))[-1]
     np.testing.assert_array_equal(interrupted.phi, uninterrupted.phi)
     assert interrupted.n_evaluations == uninterrupted.n_evaluations
+
+
+def test_app_notebook_has_no_book_text():
+    """Issue 11, defect 9: the app notebook for Voila is a title, the install cell and the
+    explorer, without the chapter's MyST labels, roles or prose."""
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "explorer_app.ipynb"
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    assert len(markdown) == 1 and markdown[0].startswith("# ") and "\n" not in markdown[0]
+    assert cells[1]["metadata"]["tags"] == ["hide-input"]
+    assert code[-1].endswith("ShapCAMExplorer()") and len(code) == 2
+    for markup in ("(chapter-", "{doc}", "{cite", "{ref}"):
+        assert markup not in "".join(markdown + code)
