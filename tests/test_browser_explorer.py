@@ -150,7 +150,7 @@ def _move_samples_slider(page, fraction: float) -> None:
 
 
 def _efficiency(page) -> tuple[float, float]:
-    text = page.locator(".shapcam-efficiency").first.inner_text()
+    text = page.locator(".shapcam-efficiency").first.text_content()
     found = EFFICIENCY.search(text)
     assert found, text
     return float(found[1]), float(found[2])
@@ -177,7 +177,7 @@ def _exercise(page, name: str, change_class: bool) -> None:
         assert second is not None
     total, difference = _efficiency(page)
     assert total == pytest.approx(difference, abs=2e-6)
-    assert "efficiency holds" in page.locator(".shapcam-efficiency").first.inner_text()
+    assert "efficiency holds" in page.locator(".shapcam-efficiency").first.text_content()
     assert page.locator(".shapcam-error").count() == 0
     page.screenshot(path=str(ARTIFACTS / f"{name}-final.png"), full_page=True)
 
@@ -274,7 +274,7 @@ def _wait_v_full(page, expected: float, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
-        text = page.locator(".shapcam-efficiency").first.inner_text()
+        text = page.locator(".shapcam-efficiency").first.text_content()
         found = V_FULL.search(text)
         status = page.locator(".shapcam-status").first.inner_text()
         if found and abs(float(found[1]) - expected) < 1e-5 and "done" in status:

@@ -6,8 +6,10 @@ import io
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 
+import matplotlib.text
 import numpy as np
 import pytest
 import torch
@@ -615,3 +617,41 @@ def test_app_notebook_has_no_book_text():
     assert code[-1].endswith("ShapCAMExplorer()") and len(code) == 2
     for markup in ("(chapter-", "{doc}", "{cite", "{ref}"):
         assert markup not in "".join(markdown + code)
+
+
+def figure_text(figure) -> str:
+    """Every text drawn on a matplotlib figure (titles, labels, notes), one per line."""
+    return "\n".join(t.get_text() for t in figure.findobj(matplotlib.text.Text))
+
+
+def test_an_additive_game_says_so_instead_of_plotting_rounding_noise(explorer):
+    """Issue 11, teaching: the logit on the last stage is additive (every standard error
+    ~1e-9); the standard-error and convergence panels say so, without a log axis of noise
+    ("Data has no positive values" where the errors are exactly 0)."""
+    explorer.set(value="logit", n_samples=8)
+    history = explorer.history()
+    assert render.additive(explorer.result)
+    assert "this game is additive" in figure_text(render.stderr_figure(explorer.result))
+    zero = [
+        dataclasses.replace(r, stderr=np.where(np.isnan(r.stderr), np.nan, 0.0)) for r in history
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "this game is additive" in figure_text(render.convergence_figure(zero))
+    explorer.set(value="prob")
+    assert not render.additive(explorer.result)
+    assert "additive" not in figure_text(render.stderr_figure(explorer.result))
+    assert "additive" not in figure_text(render.convergence_figure(explorer.history()))
+
+
+def test_efficiency_line_is_a_plain_sentence_with_the_formula_folded(explorer):
+    """Issue 11, teaching: what the cells share, in words; the formula under a toggle."""
+    line = explorer.panels.efficiency.value
+    sentence, formula = line.split("<details>")
+    assert (
+        "The 49 cells share 0.793 = v(all cells) 0.794 \u2212 v(no cells) 0.001 (probability)."
+        in sentence
+    )
+    assert "sum of phi" not in sentence and "efficiency holds: sum of phi" in formula
+    explorer.set(block_size=2)
+    assert "The 16 blocks of 2 x 2 cells share" in explorer.panels.efficiency.value

@@ -550,15 +550,30 @@ def _estimate_text(engine: Engine, entry: Entry, n_samples: int) -> str:
 WAITING = "<div class='shapcam-efficiency-readout'>efficiency: waiting for a map</div>"
 
 
+#: value -> the word for its units in the efficiency sentence
+UNITS = {"prob": "probability"}
+
+
+def _bracketed(x: float, digits: int) -> str:
+    """``x`` with ``digits`` decimals, in brackets when negative (no "- -")."""
+    text = f"{x:.{digits}f}"
+    return text if x >= 0 else f"({text})"
+
+
 def _efficiency_html(result: ShapCAMResult) -> str:
+    """A plain sentence (the players share v(all) - v(none)); the formula with its
+    rounding gap folded under it."""
     total = float(result.phi.sum())
     difference = result.v_full - result.v_empty
     gap = total - difference
     holds = abs(gap) <= 1e-9 * max(1.0, abs(difference))
-    mark = "holds" if holds else "VIOLATED"
-    empty = f"{result.v_empty:.6f}" if result.v_empty >= 0 else f"({result.v_empty:.6f})"
+    b = result.block_size
+    players = f"{result.phi.size} " + (f"blocks of {b} x {b} cells" if b > 1 else "cells")
     return (
-        f"<div class='shapcam-efficiency-readout'>efficiency {mark}: "
+        f"<div class='shapcam-efficiency-readout'>The {players} share {total:.3f} "
+        f"= v(all cells) {result.v_full:.3f} \u2212 v(no cells) "
+        f"{_bracketed(result.v_empty, 3)} ({UNITS.get(result.value, result.value)})."
+        f"<details><summary>formula</summary>efficiency {'holds' if holds else 'VIOLATED'}: "
         f"sum of phi = {total:.6f}; v(full) - v(empty) = {result.v_full:.6f} - "
-        f"{empty} = {difference:.6f} (gap {gap:.1e})</div>"
+        f"{_bracketed(result.v_empty, 6)} = {difference:.6f} (gap {gap:.1e})</details></div>"
     )

@@ -11,6 +11,18 @@ from ..cam import ShapCAMResult
 
 DPI = 80
 
+#: A game is additive when every standard error is below this fraction of the largest
+#: |phi|: each ordering then gives each cell the same contribution (rounding aside).
+ADDITIVE_TOLERANCE = 1e-6
+ADDITIVE = "standard error 0: this game is additive"
+
+
+def additive(result: ShapCAMResult) -> bool:
+    """Whether every ordering gives each player the same contribution (needs 2 samples)."""
+    if np.isnan(result.stderr).all():
+        return False
+    return bool(np.nanmax(result.stderr) <= ADDITIVE_TOLERANCE * np.abs(result.phi).max())
+
 
 def _figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=DPI)
@@ -55,9 +67,23 @@ def overlay_png(picture, result: ShapCAMResult, *, signed: bool, alpha: float, t
     return _png(figure)
 
 
-def stderr_png(result: ShapCAMResult) -> bytes:
-    """Standard error of each player, on the player grid, in the value's units."""
+def stderr_figure(result: ShapCAMResult) -> Figure:
+    """Standard error of each player, on the player grid, in the value's units; in an
+    additive game, a sentence saying so instead of the rounding noise."""
     figure = _figure(4.6, 4)
+    if additive(result):
+        figure.set_facecolor("#eeeeee")
+        figure.text(0.5, 0.55, ADDITIVE, ha="center", va="center", fontsize=11)
+        figure.text(
+            0.5,
+            0.42,
+            "every ordering gives each cell\nthe same contribution",
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="#555555",
+        )
+        return figure
     ax = figure.add_axes((0.04, 0.04, 0.7, 0.82))
     stderr = np.nan_to_num(result.stderr, nan=0.0)
     shown = ax.imshow(stderr, cmap="viridis", vmin=0, interpolation="nearest")
@@ -68,13 +94,18 @@ def stderr_png(result: ShapCAMResult) -> bytes:
     bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)), format="%.2g")
     bar.set_label(f"SE ({result.value})", fontsize=9)
     bar.ax.tick_params(labelsize=8)
-    return _png(figure)
+    return figure
 
 
-def convergence_png(history: list[ShapCAMResult], top: int = 5) -> bytes:
+def stderr_png(result: ShapCAMResult) -> bytes:
+    """``stderr_figure`` as PNG bytes."""
+    return _png(stderr_figure(result))
+
+
+def convergence_figure(history: list[ShapCAMResult], top: int = 5) -> Figure:
     """Left: the estimates of the ``top`` largest cells (+- 2 SE) against orderings, from
     the maps of one explanation after each step. Right: mean and largest standard error
-    against orderings, with a 1/sqrt(m) guide."""
+    against orderings, with a 1/sqrt(m) guide; in an additive game, a sentence instead."""
     figure = _figure(7.2, 3.4)
     left = figure.add_axes((0.09, 0.15, 0.38, 0.72))
     right = figure.add_axes((0.6, 0.15, 0.38, 0.72))
@@ -101,6 +132,10 @@ def convergence_png(history: list[ShapCAMResult], top: int = 5) -> bytes:
     left.legend(fontsize=7, loc="best")
     left.tick_params(labelsize=8)
     has_se = ~np.isnan(errors).all(axis=1)
+    if additive(history[-1]):
+        right.set_axis_off()
+        right.text(0.5, 0.5, ADDITIVE.replace(": ", ":\n"), ha="center", va="center", fontsize=10)
+        return figure
     if has_se.any():
         right.plot(counts[has_se], np.nanmean(errors[has_se], axis=1), marker=".", label="mean SE")
         right.plot(counts[has_se], np.nanmax(errors[has_se], axis=1), marker=".", label="max SE")
@@ -113,7 +148,12 @@ def convergence_png(history: list[ShapCAMResult], top: int = 5) -> bytes:
     right.set_xlabel("orderings", fontsize=9)
     right.set_title("standard error", fontsize=10)
     right.tick_params(labelsize=8)
-    return _png(figure)
+    return figure
+
+
+def convergence_png(history: list[ShapCAMResult], top: int = 5) -> bytes:
+    """``convergence_figure`` as PNG bytes."""
+    return _png(convergence_figure(history, top))
 
 
 def comparison_png(picture, maps: dict, *, alpha: float) -> bytes:
