@@ -655,3 +655,19 @@ def test_efficiency_line_is_a_plain_sentence_with_the_formula_folded(explorer):
     assert "sum of phi" not in sentence and "efficiency holds: sum of phi" in formula
     explorer.set(block_size=2)
     assert "The 16 blocks of 2 x 2 cells share" in explorer.panels.efficiency.value
+
+
+def test_comparison_panel_in_viridis_with_a_colour_bar_and_overlay_states_its_scale(explorer):
+    """Issue 11, teaching: Grad-CAM and the others in the book's sequential viridis on
+    [0, 1] (not jet) with a colour bar; the Shap-CAM title says its colour scale."""
+    picture = explorer.engine.picture("chelsea")
+    maps = {"Grad-CAM": np.linspace(0, 1, 224 * 224).reshape(224, 224), "Score-CAM": "press"}
+    figure = render.comparison_figure(picture, maps, alpha=0.5)
+    heat = figure.axes[0].images[-1]
+    assert heat.get_cmap().name == "viridis" and heat.get_clim() == (0, 1)
+    assert "each map scaled to [0, 1]" in figure_text(figure)
+    result = explorer.result
+    largest, positive = np.abs(result.upsample()).max(), result.upsample(relu=True).max()
+    for signed, scale in ((True, f"\u00b1{largest:.2g}"), (False, f"0 to {positive:.2g}")):
+        shown = render.overlay_figure(picture, result, signed=signed, alpha=0.5, title="t")
+        assert f"colour scale {scale} (per map)" in figure_text(shown)

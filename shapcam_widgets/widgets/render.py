@@ -5,6 +5,8 @@ from functools import lru_cache
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..cam import ShapCAMResult
@@ -55,16 +57,26 @@ def placeholder_png(text: str, wide: bool = False) -> bytes:
     return _png(figure)
 
 
-def overlay_png(picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str) -> bytes:
-    """Shap-CAM over the image, with a colour bar in the value's units."""
+def overlay_figure(
+    picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str
+) -> Figure:
+    """Shap-CAM over the image, with a colour bar in the value's units; the title ends
+    with the colour scale (the map's own largest |phi|)."""
     figure = _figure(4.6, 4)
-    ax = figure.add_axes((0.02, 0.02, 0.72, 0.86))
+    ax = figure.add_axes((0.02, 0.02, 0.72, 0.82))
     shown = result.overlay(np.asarray(picture), ax, signed=signed, alpha=alpha)
-    ax.set_title(title, fontsize=10)
-    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.76)), format="%.2g")
+    low, high = shown.get_clim()
+    scale = f"\u00b1{high:.2g}" if signed else f"{low:.2g} to {high:.2g}"
+    ax.set_title(f"{title}\ncolour scale {scale} (per map)", fontsize=10)
+    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.72)), format="%.2g")
     bar.set_label(f"phi ({result.value})", fontsize=9)
     bar.ax.tick_params(labelsize=8)
-    return _png(figure)
+    return figure
+
+
+def overlay_png(picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str) -> bytes:
+    """``overlay_figure`` as PNG bytes."""
+    return _png(overlay_figure(picture, result, signed=signed, alpha=alpha, title=title))
 
 
 def stderr_figure(result: ShapCAMResult) -> Figure:
@@ -156,16 +168,30 @@ def convergence_png(history: list[ShapCAMResult], top: int = 5) -> bytes:
     return _png(convergence_figure(history, top))
 
 
-def comparison_png(picture, maps: dict, *, alpha: float) -> bytes:
-    """One panel per method: its map (in [0, 1]) over the image, or a note in its place."""
-    figure = _figure(3.2 * len(maps), 3.4)
+def comparison_figure(picture, maps: dict, *, alpha: float) -> Figure:
+    """One panel per method: its map (in [0, 1]) over the image in viridis, a cell's
+    opacity following its value as in the Shap-CAM overlay, or a note in its place; one
+    colour bar for all."""
+    figure = _figure(3.2 * len(maps) + 0.8, 3.4)
+    width = 3.2 * len(maps) / figure.get_figwidth()
     for i, (name, heat) in enumerate(maps.items()):
-        ax = figure.add_axes((i / len(maps) + 0.01, 0.02, 1 / len(maps) - 0.02, 0.86))
+        ax = figure.add_axes(((i + 0.03) * width / len(maps), 0.02, 0.94 * width / len(maps), 0.86))
         ax.imshow(np.asarray(picture))
         ax.set_axis_off()
         if isinstance(heat, np.ndarray):
-            ax.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=alpha)
+            ax.imshow(heat, cmap="viridis", vmin=0, vmax=1, alpha=alpha * np.clip(heat, 0, 1))
             ax.set_title(name, fontsize=10)
         else:
             ax.set_title(f"{name}: {heat}", fontsize=9)
-    return _png(figure)
+    bar = figure.colorbar(
+        ScalarMappable(Normalize(0, 1), cmap="viridis"),
+        cax=figure.add_axes((width + 0.01, 0.08, 0.012, 0.76)),
+    )
+    bar.set_label("each map scaled to [0, 1]", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    return figure
+
+
+def comparison_png(picture, maps: dict, *, alpha: float) -> bytes:
+    """``comparison_figure`` as PNG bytes."""
+    return _png(comparison_figure(picture, maps, alpha=alpha))
