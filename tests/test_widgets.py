@@ -671,3 +671,31 @@ def test_comparison_panel_in_viridis_with_a_colour_bar_and_overlay_states_its_sc
     for signed, scale in ((True, f"\u00b1{largest:.2g}"), (False, f"0 to {positive:.2g}")):
         shown = render.overlay_figure(picture, result, signed=signed, alpha=0.5, title="t")
         assert f"colour scale {scale} (per map)" in figure_text(shown)
+
+
+def test_overlay_draws_the_player_grid_and_marks_cells_beyond_two_standard_errors(explorer):
+    """Issue 11, teaching: grid lines at the players' borders, the block size in a caption,
+    a dot on each player with |phi| > 2 SE (none before 2 samples); the convergence plot's
+    axes name their units."""
+    picture = explorer.engine.picture("chelsea")
+    counts = []
+    for n_samples, block_size in ((2, 0), (16, 2)):
+        explorer.set(n_samples=n_samples, block_size=block_size)
+        result = explorer.result
+        figure = render.overlay_figure(picture, result, signed=True, alpha=0.5, title="t")
+        ax = figure.axes[0]
+        rows, columns = result.phi.shape
+        assert len(ax.lines) == rows - 1 + columns - 1
+        with np.errstate(invalid="ignore"):
+            marked = int((np.abs(result.phi) > 2 * result.stderr).sum())
+        assert len(ax.collections[0].get_offsets()) == marked
+        b = result.block_size
+        caption = (
+            f"players of {b} x {b} cells \u00b7 \u2022 |phi| > 2 SE ({marked} of {rows * columns})"
+        )
+        assert caption in figure_text(figure)
+        counts.append(marked)
+    assert counts[0] == 0 and counts[1] > 0
+    left, right = render.convergence_figure(explorer.history()).axes
+    assert left.get_ylabel() == "phi (prob)" and right.get_ylabel() == "standard error (prob)"
+    assert left.get_xlabel() == right.get_xlabel() == "orderings m (log scale)"

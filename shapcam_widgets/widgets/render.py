@@ -60,18 +60,42 @@ def placeholder_png(text: str, wide: bool = False) -> bytes:
 def overlay_figure(
     picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str
 ) -> Figure:
-    """Shap-CAM over the image, with a colour bar in the value's units; the title ends
-    with the colour scale (the map's own largest |phi|)."""
+    """Shap-CAM over the image, with a colour bar in the value's units, the player grid
+    and a dot on each player whose |phi| exceeds 2 standard errors; the title ends with
+    the colour scale (the map's own largest |phi|), a caption gives the block size."""
     figure = _figure(4.6, 4)
-    ax = figure.add_axes((0.02, 0.02, 0.72, 0.82))
+    ax = figure.add_axes((0.02, 0.08, 0.72, 0.76))
     shown = result.overlay(np.asarray(picture), ax, signed=signed, alpha=alpha)
     low, high = shown.get_clim()
     scale = f"\u00b1{high:.2g}" if signed else f"{low:.2g} to {high:.2g}"
     ax.set_title(f"{title}\ncolour scale {scale} (per map)", fontsize=10)
-    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.08, 0.04, 0.72)), format="%.2g")
+    marked = _annotate(ax, result)
+    b = result.block_size
+    caption = f"grid: players of {b} x {b} cells \u00b7 \u2022 |phi| > 2 SE"
+    figure.text(0.02, 0.02, f"{caption} ({marked} of {result.phi.size})", fontsize=9)
+    bar = figure.colorbar(shown, cax=figure.add_axes((0.77, 0.1, 0.04, 0.7)), format="%.2g")
     bar.set_label(f"phi ({result.value})", fontsize=9)
     bar.ax.tick_params(labelsize=8)
     return figure
+
+
+def _annotate(ax, result: ShapCAMResult) -> int:
+    """Thin lines at the players' borders, a dot on each player with |phi| > 2 SE (none
+    before 2 samples); returns how many are marked."""
+    height, width = ax.images[0].get_array().shape[:2]
+    (h, w), b = result.cells, result.block_size
+    rows, columns = result.phi.shape
+    for k in range(1, rows):
+        ax.axhline(k * b * height / h - 0.5, color="white", linewidth=0.5, alpha=0.6)
+    for k in range(1, columns):
+        ax.axvline(k * b * width / w - 0.5, color="white", linewidth=0.5, alpha=0.6)
+    with np.errstate(invalid="ignore"):
+        marked = np.abs(result.phi) > 2 * result.stderr
+    i, j = np.nonzero(marked)
+    centre_y = (i * b + np.minimum(b, h - i * b) / 2) * height / h - 0.5
+    centre_x = (j * b + np.minimum(b, w - j * b) / 2) * width / w - 0.5
+    ax.scatter(centre_x, centre_y, s=9, c="black", edgecolors="white", linewidths=0.6)
+    return int(marked.sum())
 
 
 def overlay_png(picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str) -> bytes:
@@ -138,9 +162,11 @@ def convergence_figure(history: list[ShapCAMResult], top: int = 5) -> Figure:
             color=line.get_color(),
             alpha=0.15,
         )
+    unit = history[-1].value
     left.set_xscale("log", base=2)
-    left.set_xlabel("orderings", fontsize=9)
-    left.set_title("estimate of the largest cells (+- 2 SE)", fontsize=10)
+    left.set_xlabel("orderings m (log scale)", fontsize=9)
+    left.set_ylabel(f"phi ({unit})", fontsize=9)
+    left.set_title("largest cells (row, col), +- 2 SE", fontsize=10)
     left.legend(fontsize=7, loc="best")
     left.tick_params(labelsize=8)
     has_se = ~np.isnan(errors).all(axis=1)
@@ -157,7 +183,8 @@ def convergence_figure(history: list[ShapCAMResult], top: int = 5) -> Figure:
         right.set_yscale("log")
         right.legend(fontsize=7, loc="best")
     right.set_xscale("log", base=2)
-    right.set_xlabel("orderings", fontsize=9)
+    right.set_xlabel("orderings m (log scale)", fontsize=9)
+    right.set_ylabel(f"standard error ({unit})", fontsize=9)
     right.set_title("standard error", fontsize=10)
     right.tick_params(labelsize=8)
     return figure
