@@ -3,6 +3,7 @@
 import argparse
 import json
 import re
+import signal
 import sys
 import time
 import warnings
@@ -139,7 +140,13 @@ def _duration(seconds: float) -> str:
 
 class ProgressReport:
     """A ``progress(done, total)`` callback: a tqdm bar on stderr (also off a terminal),
-    and, about a second in, the estimated time of a run longer than ``LONG_RUN``."""
+    and, about a second in, the estimated time of a run longer than ``LONG_RUN``.
+
+    While it is open, Ctrl-C (SIGINT, even one the shell set to be ignored) asks the run
+    to stop: KeyboardInterrupt is raised at the next report, between batches of orderings
+    (never inside torch or tqdm), or by ``check_interrupted`` after the run; a second
+    Ctrl-C raises it at once. ``close`` restores the previous handler.
+    """
 
     def __init__(self, total: int, *, clock=time.perf_counter):
         from tqdm import tqdm
@@ -148,8 +155,20 @@ class ProgressReport:
         self.stream = sys.stderr
         interval = 0.5 if self.stream.isatty() else 10.0
         self.bar = tqdm(total=total, unit="ordering", file=self.stream, mininterval=interval)
+        self.interrupted = False
+        self._previous_handler = signal.signal(signal.SIGINT, self._interrupt)
+
+    def _interrupt(self, signum, frame) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def check_interrupted(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def __call__(self, done: int, total: int) -> None:
+        self.check_interrupted()
         self.bar.total = total
         self.bar.update(done - self.bar.n)
         elapsed = self.clock() - self.started
@@ -165,6 +184,7 @@ class ProgressReport:
             )
 
     def close(self) -> None:
+        signal.signal(signal.SIGINT, self._previous_handler)
         self.bar.close()
 
 
@@ -195,6 +215,7 @@ def explain(args: argparse.Namespace) -> dict:
             seed=args.seed,
             progress=progress,
         )
+        progress.check_interrupted()
     finally:
         progress.close()
     seconds = time.perf_counter() - started
