@@ -110,14 +110,14 @@ def _home(tmp_path: Path, notebook: Path = NOTEBOOK) -> Path:
 
 
 @contextmanager
-def _browser(tmp_path: Path):
+def _browser(tmp_path: Path, width: int = 1400):
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1100},
+            viewport={"width": width, "height": 1100},
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
@@ -211,8 +211,9 @@ def test_explorer_in_jupyterlab(tmp_path):
 
 
 @contextmanager
-def _voila_page(tmp_path: Path, notebook: Path = NOTEBOOK):
-    """A chromium page on ``notebook`` (by default the test notebook) served by Voila."""
+def _voila_page(tmp_path: Path, notebook: Path = NOTEBOOK, width: int = 1400):
+    """A chromium page ``width`` px wide on ``notebook`` (by default the test notebook)
+    served by Voila."""
     pytest.importorskip("voila")
     ARTIFACTS.mkdir(exist_ok=True)
     home, port, token = _home(tmp_path, notebook), _free_port(), secrets.token_hex(16)
@@ -220,7 +221,7 @@ def _voila_page(tmp_path: Path, notebook: Path = NOTEBOOK):
         sys.executable, "-m", "voila", str(home / "notebooks" / notebook.name),
         "--no-browser", "--Voila.ip=127.0.0.1", f"--port={port}", f"--token={token}",
     ]  # fmt: skip
-    with _server(command, f"127.0.0.1:{port}", home), _browser(tmp_path) as page:
+    with _server(command, f"127.0.0.1:{port}", home), _browser(tmp_path, width) as page:
         page.goto(f"http://127.0.0.1:{port}/?token={token}")
         yield page
 
@@ -240,6 +241,25 @@ def test_app_notebook_in_voila(tmp_path):
         for markup in ("(chapter-", "{doc}", "{cite", "{ref}"):
             assert markup not in text
         page.screenshot(path=str(ARTIFACTS / "voila-app.png"), full_page=True)
+
+
+#: the widgets (controls and panels) whose right edge passes the viewport's or their box's
+OVERFLOWING = """() => [...document.querySelectorAll(".jupyter-widgets")]
+    .filter((e) => e.getBoundingClientRect().width > 0)
+    .filter((e) => e.getBoundingClientRect().right > Math.min(
+        window.innerWidth, e.parentElement.getBoundingClientRect().right) + 0.5)
+    .map((e) => `${e.className}: ${Math.round(e.getBoundingClientRect().right)} px`)"""
+
+
+def test_explorer_fits_a_360_px_phone_in_voila(tmp_path):
+    """Issue 11, defect 8: at 360 px no control or panel is wider than the viewport or
+    its box (the controls column was 420 px at least) and the page does not scroll
+    sideways."""
+    with _voila_page(tmp_path, width=360) as page:
+        _wait_status(page, r"done · 8 orderings")
+        page.screenshot(path=str(ARTIFACTS / "voila-360px.png"), full_page=True)
+        assert page.evaluate(OVERFLOWING) == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
 
 V_FULL = re.compile(r"v\(full\) - v\(empty\) = (-?[\d.]+)")

@@ -699,3 +699,15 @@ def test_overlay_draws_the_player_grid_and_marks_cells_beyond_two_standard_error
     left, right = render.convergence_figure(explorer.history()).axes
     assert left.get_ylabel() == "phi (prob)" and right.get_ylabel() == "standard error (prob)"
     assert left.get_xlabel() == right.get_xlabel() == "orderings m (log scale)"
+
+
+def test_every_fixed_width_shrinks_and_every_row_wraps(explorer):
+    """Issue 11, defect 8 (the browser test measures it at 360 px): no width over 300 px
+    without a max_width, no min_width, and each row of widgets wraps."""
+    for widget in explorer_module._descendants(explorer.widget):
+        if isinstance(widget, ipywidgets.Layout):
+            assert not widget.min_width
+            if (widget.width or "").endswith("px") and int(widget.width.removesuffix("px")) > 300:
+                assert widget.max_width, widget.width
+        if isinstance(widget, ipywidgets.HBox):
+            assert widget.layout.flex_flow == "row wrap"

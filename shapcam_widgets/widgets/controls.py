@@ -10,8 +10,12 @@ from ..cam import BASELINES, VALUES
 SAMPLE_STEPS = tuple(2**k for k in range(13))
 WIDE = {"description_width": "80px"}
 #: Choices with long labels ("blocks.4 · 112x14x14 (196 cells)") span the controls column.
-FULL_WIDTH = {"width": "410px"}
-PANEL = {"width": "368px", "height": "320px", "object_fit": "contain"}
+#: Every fixed width shrinks to the page, down to a 360 px phone (FIT: the width of the
+#: box less the 2 px margins of a widget).
+FIT = "calc(100% - 4px)"
+FULL_WIDTH = {"width": "410px", "max_width": FIT}
+PANEL = {"width": "368px", "max_width": FIT, "height": "320px", "object_fit": "contain"}
+WRAP = {"flex_flow": "row wrap", "max_width": "100%"}
 
 
 @dataclass
@@ -125,8 +129,13 @@ def build_panels() -> Panels:
     panels = Panels(
         overlay=w.Image(format="png", layout=w.Layout(**PANEL)),
         stderr=w.Image(format="png", layout=w.Layout(**PANEL)),
-        convergence=w.Image(format="png", layout=w.Layout(width="576px", height="272px")),
-        comparison=w.Image(format="png", layout=w.Layout(width="768px", display="none")),
+        convergence=w.Image(
+            format="png",
+            layout=w.Layout(width="576px", max_width=FIT, height="272px", object_fit="contain"),
+        ),
+        comparison=w.Image(
+            format="png", layout=w.Layout(width="768px", max_width=FIT, display="none")
+        ),
         efficiency=w.HTML(),
         status=w.HTML(),
         progress=w.IntProgress(value=0, min=0, max=1, description="sampling", style=WIDE),
@@ -140,7 +149,7 @@ def build_panels() -> Panels:
 def layout(controls: Controls, panels: Panels) -> w.VBox:
     column = w.VBox(
         [
-            w.HBox([controls.image, controls.upload]),
+            w.HBox([controls.image, controls.upload], layout=w.Layout(**WRAP)),
             controls.layer,
             controls.block,
             controls.target,
@@ -151,9 +160,9 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
             controls.baseline,
             controls.display,
             controls.opacity,
-            w.HBox([controls.compare, controls.scorecam]),
+            w.HBox([controls.compare, controls.scorecam], layout=w.Layout(**WRAP)),
         ],
-        layout=w.Layout(width="420px", min_width="420px"),
+        layout=w.Layout(width="420px", max_width="100%"),
     )
     # errors (a failed upload, a failed computation) show above the map, in view
     shown = w.VBox(
@@ -161,15 +170,17 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
             panels.error,
             panels.overlay,
             panels.status,
-            w.HBox([panels.progress, controls.stop]),
+            w.HBox([panels.progress, controls.stop], layout=w.Layout(**WRAP)),
             panels.efficiency,
-        ]
+        ],
+        layout=w.Layout(max_width="100%"),
     )
-    wrap = w.Layout(flex_flow="row wrap")  # narrow pages (the book) stack the panels
+    # narrow pages (the book, a phone) stack the panels
     return w.VBox(
         [
-            w.HBox([column, shown], layout=wrap),
-            w.HBox([panels.stderr, panels.convergence], layout=wrap),
+            w.HBox([column, shown], layout=w.Layout(**WRAP)),
+            w.HBox([panels.stderr, panels.convergence], layout=w.Layout(**WRAP)),
             panels.comparison,
-        ]
+        ],
+        layout=w.Layout(max_width="100%"),
     )
