@@ -2,8 +2,8 @@
 for after a click, and what the kernel holds after many clicks.
 
 Measures, on EfficientNet-Lite0 with the explorer in its normal background mode, on each
-layer (default: the last stage blocks.6, 7 x 7 cells, fast path; and blocks.5, 14 x 14
-cells in 2 x 2 blocks):
+layer (default: the last stage blocks.6, 7 x 7 cells, fast path; and blocks.5, 7 x 7
+cells, local path):
 - first map: from changing the class to the first Shap-CAM map drawn for it;
 - full: from changing the class until the requested orderings (default 1,024) are done
   and drawn;
