@@ -711,3 +711,24 @@ def test_every_fixed_width_shrinks_and_every_row_wraps(explorer):
                 assert widget.max_width, widget.width
         if isinstance(widget, ipywidgets.HBox):
             assert widget.layout.flex_flow == "row wrap"
+
+
+def test_fixed_colour_scale_is_shared_by_the_classes(explorer, monkeypatch):
+    """Fixed scale: a weak class is drawn on the top class's limit, and the title says so."""
+    titles = []
+    draw = render.overlay_figure
+
+    def spy(*args, **options):
+        figure = draw(*args, **options)
+        titles.append((figure.axes[0].get_title(), figure.axes[0].images[-1].get_clim()))
+        return figure
+
+    monkeypatch.setattr(render, "overlay_figure", spy)
+    top = float(np.abs(explorer.result.phi).max())
+    explorer.controls.scale.value = "fixed"
+    assert "(fixed" in titles[-1][0] and titles[-1][1] == pytest.approx((-top, top))
+    explorer.controls.target.value = explorer.controls.target.options[-1][1]
+    weak = float(np.abs(explorer.result.phi).max())
+    assert weak < top and titles[-1][1] == pytest.approx((-top, top))
+    explorer.controls.scale.value = "per map"
+    assert "(per map)" in titles[-1][0] and titles[-1][1][1] <= weak

@@ -31,6 +31,7 @@ class Controls:
     value: w.ToggleButtons
     baseline: w.ToggleButtons
     display: w.ToggleButtons
+    scale: w.ToggleButtons
     opacity: w.FloatSlider
     compare: w.Checkbox
     scorecam: w.Button
@@ -99,6 +100,7 @@ def build_controls(
         value=toggles("value", list(VALUES), VALUES[0]),
         baseline=toggles("baseline", list(BASELINES), BASELINES[0]),
         display=toggles("display", [("signed", "signed"), ("positive", "positive")], "signed"),
+        scale=toggles("scale", [("per map", "per map"), ("fixed", "fixed")], "per map"),
         opacity=w.FloatSlider(
             description="opacity",
             value=0.5,
@@ -159,6 +161,7 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
             controls.value,
             controls.baseline,
             controls.display,
+            controls.scale,
             controls.opacity,
             w.HBox([controls.compare, controls.scorecam], layout=w.Layout(**WRAP)),
         ],

@@ -6,6 +6,7 @@ import time
 import weakref
 
 import ipywidgets
+import numpy as np
 import torch
 
 from ..cam import ShapCAMResult, default_layer
@@ -132,6 +133,7 @@ class ShapCAMExplorer:
         self._comparisons = ByteCache(COMPARISON_BYTES)
         self._result: ShapCAMResult | None = None
         self._drawn: tuple | None = None
+        self._limits: dict = {}
         self._compared: tuple | None = None  # (image content, layer, class) compared
         self._started = time.perf_counter()  # when the job in progress began
         self._requested = n_samples  # orderings the job in progress refines to
@@ -339,6 +341,7 @@ class ShapCAMExplorer:
         view = {
             "signed": c.display.value == "signed",
             "alpha": float(c.opacity.value),
+            "fixed": c.scale.value == "fixed",
             "compare": bool(c.compare.value),
         }
         return settings, view
@@ -417,6 +420,7 @@ class ShapCAMExplorer:
             result.n_orderings,
             view["signed"],
             view["alpha"],
+            view["fixed"],
         )
         if drawn != self._drawn:
             prob = float(self.engine.probabilities(self._settings.image)[result.target])
@@ -425,7 +429,12 @@ class ShapCAMExplorer:
                 f"{result.n_orderings} orderings, {result.value}, {result.baseline} baseline"
             )
             self.panels.overlay.value = render.overlay_png(
-                picture, result, signed=view["signed"], alpha=view["alpha"], title=title
+                picture,
+                result,
+                signed=view["signed"],
+                alpha=view["alpha"],
+                title=title,
+                limit=self._limit(result) if view["fixed"] else None,
             )
             self.panels.efficiency.value = _efficiency_html(result)
             if full:
@@ -441,6 +450,14 @@ class ShapCAMExplorer:
             f"{time.perf_counter() - self._started:.2f} s ({result.path} path)"
             + (f" · about {left:.0f} s to {self._requested} orderings" if left else "")
         )
+
+    def _limit(self, result: ShapCAMResult) -> float:
+        """The fixed colour scale: the largest |phi| of every class shown so far for this
+        image (by content), layer and value."""
+        key = (self.engine.digest(self._settings.image), result.layer, result.value)
+        largest = max(self._limits.get(key, 0.0), float(np.abs(result.phi).max()))
+        self._limits[key] = largest
+        return largest
 
     def _stopped(self, _check) -> None:
         shown = self._result

@@ -58,17 +58,21 @@ def placeholder_png(text: str, wide: bool = False) -> bytes:
 
 
 def overlay_figure(
-    picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str
+    picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str, limit=None
 ) -> Figure:
     """Shap-CAM over the image, with a colour bar in the value's units, the player grid
     and a dot on each player whose |phi| exceeds 2 standard errors; the title ends with
-    the colour scale (the map's own largest |phi|), a caption gives the block size."""
+    the colour scale (the map's own largest |phi|, or ``limit`` for a fixed scale), a
+    caption gives the block size."""
     figure = _figure(4.6, 4)
     ax = figure.add_axes((0.02, 0.08, 0.72, 0.76))
     shown = result.overlay(np.asarray(picture), ax, signed=signed, alpha=alpha)
+    if limit:
+        shown.set_clim(-limit if signed else 0.0, limit)
     low, high = shown.get_clim()
     scale = f"\u00b1{high:.2g}" if signed else f"{low:.2g} to {high:.2g}"
-    ax.set_title(f"{title}\ncolour scale {scale} (per map)", fontsize=10)
+    which = "fixed: largest |phi| of the classes so far" if limit else "per map"
+    ax.set_title(f"{title}\ncolour scale {scale} ({which})", fontsize=10)
     marked = _annotate(ax, result)
     b = result.block_size
     caption = f"grid: players of {b} x {b} cells \u00b7 \u2022 |phi| > 2 SE"
@@ -98,9 +102,9 @@ def _annotate(ax, result: ShapCAMResult) -> int:
     return int(marked.sum())
 
 
-def overlay_png(picture, result: ShapCAMResult, *, signed: bool, alpha: float, title: str) -> bytes:
+def overlay_png(picture, result: ShapCAMResult, **options) -> bytes:
     """``overlay_figure`` as PNG bytes."""
-    return _png(overlay_figure(picture, result, signed=signed, alpha=alpha, title=title))
+    return _png(overlay_figure(picture, result, **options))
 
 
 def stderr_figure(result: ShapCAMResult) -> Figure:
