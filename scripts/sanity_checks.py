@@ -55,7 +55,7 @@ from shapcam_widgets.cam import spatial_layers
 from shapcam_widgets.cam.result import upsample_grid
 from shapcam_widgets.errors import ShapCAMError
 from shapcam_widgets.evaluation.data import ImageNetLOC, resolve_root
-from shapcam_widgets.evaluation.methods import make_method
+from shapcam_widgets.evaluation.methods import make_method, map_and_info
 from shapcam_widgets.evaluation.runner import image_seed
 
 try:
@@ -191,8 +191,7 @@ def compare(reference: np.ndarray, other: np.ndarray, cells: tuple[int, int]) ->
 def make_map(method, model, layer, x, target, seed, orderings):
     """(H x W map, info) of ``method`` on ``model``; info is {} for deterministic methods."""
     maker = make_method(method, model, layer, samples=orderings)
-    out = maker(x, target, seed)
-    return out if isinstance(out, tuple) else (out, {})
+    return map_and_info(maker(x, target, seed))
 
 
 def explain_image(model, x, target, seed, config, plan, cells, progress=None) -> dict:

@@ -20,7 +20,7 @@ from ..errors import ShapCAMError
 from ..models import imagenet_classes, load_model
 from . import metrics
 from .data import ImageNetLOC
-from .methods import DISPLAY_NAMES, make_method
+from .methods import DISPLAY_NAMES, make_method, map_and_info
 from .runner import image_seed
 
 KINDS = ("best", "typical", "worst")
@@ -95,7 +95,7 @@ def recompute_cases(
             picture = dataset.load(sample)
             seed = image_seed(settings["seed"], image_id)
             made = maker(preprocess(picture), record["target"], seed)
-            saliency = metrics.scale_map(made[0] if isinstance(made, tuple) else made)
+            saliency = metrics.scale_map(map_and_info(made)[0])
             mask = metrics.box_mask(sample.boxes, picture.size, saliency.shape)
             cases.append(
                 Case(

@@ -59,6 +59,12 @@ DISPLAY_NAMES = {
 }
 
 
+def map_and_info(made) -> tuple[np.ndarray, dict]:
+    """A maker's return as (H x W map, info): info is {} for the makers that return only
+    a map (every method but Shap-CAM)."""
+    return made if isinstance(made, tuple) else (made, {})
+
+
 def parse_methods(text: str | list | tuple) -> list[str]:
     """'a,b,c' (or a list) -> validated list of method names, in the given order."""
     names = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]

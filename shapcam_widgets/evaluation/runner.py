@@ -20,7 +20,7 @@ from ..errors import ShapCAMError
 from ..models import DEFAULT_LAYER
 from . import distributed, metrics
 from .data import ImageNetLOC
-from .methods import make_method, parse_methods
+from .methods import make_method, map_and_info, parse_methods
 from .records import (
     OutputLock,
     RecordWriter,
@@ -286,7 +286,7 @@ def _evaluate_image(
         started = time.perf_counter()
         raw = maker(x, target, seed)
         seconds = time.perf_counter() - started
-        raw, info = raw if isinstance(raw, tuple) else (raw, {})
+        raw, info = map_and_info(raw)
         record = {
             "image_id": sample.image_id,
             "method": name,
