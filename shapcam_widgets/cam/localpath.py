@@ -95,7 +95,7 @@ class LocalLayerGame:
 
         Cells are rows (channels last), so that setting a cell and gathering the footprint
         move contiguous vectors, and the last part runs on all footprints at once as one
-        (1, C, K F, 1) map.
+        (1, C, V, 1) map of their V cells (at most K F; a footprint at the border is smaller).
         """
         device = self.present.device
         orders = orders.to(device)
@@ -105,7 +105,7 @@ class LocalLayerGame:
         affine = self.middle_change is not None
         if affine:
             middle = self.empty_middle.repeat(n_orders, 1)  # (K h w, Cm)
-            middle_change = self.middle_change.to(device)
+            middle_change = self.middle_change.to(device).flatten(0, 1)  # (n F, Cm)
         else:
             state = self.absent.expand(n_orders, -1, -1).clone()  # (K, h w, C1)
         features = self.empty_features.repeat(n_orders, 1)  # (K h w, C3)
@@ -117,21 +117,25 @@ class LocalLayerGame:
         values = torch.empty(n_orders, n - 1, dtype=torch.float64)
         for step in range(n - 1):
             players = orders[:, step]
-            # rows of the footprint cells in the (K h w) tables, padded by repeating a row
-            footprint = (first_cell + footprint_of[players]).flatten()  # (K F,)
-            if affine:  # the padded slots add zeros
-                middle.index_add_(0, footprint, middle_change[players].flatten(0, 1))
-                near = middle.index_select(0, footprint)  # (K F, Cm)
+            # the footprint's cells as rows of the (K h w) tables; padding slots dropped:
+            # ``kept`` are the V slots in use of the K x F footprints, flattened
+            valid = slots[None, :] < footprint_counts[players][:, None]  # (K, F)
+            kept = valid.flatten().nonzero().squeeze(1)  # (V,)
+            footprint = (first_cell + footprint_of[players]).flatten().index_select(0, kept)
+            if affine:
+                slot_rows = (players[:, None] * len(slots) + slots).flatten().index_select(0, kept)
+                middle.index_add_(0, footprint, middle_change.index_select(0, slot_rows))
+                near = middle.index_select(0, footprint)  # (V, Cm)
             else:
                 player_cells = cells_of[players]  # (K, P): padding repeats a cell
                 state[torch.arange(n_orders, device=device)[:, None], player_cells] = self.present[
                     player_cells
                 ]
                 near = _rows(self.tail.middle(_image(state, size))).flatten(0, 1)[footprint]
-            new = _rows(self.tail.last(_column(near)))[0]  # (K F, C3)
-            valid = (slots[None, :] < footprint_counts[players][:, None]).flatten()[:, None]
-            change = (new - features.index_select(0, footprint)) * valid
-            pooled += change.reshape(n_orders, -1, change.shape[1]).sum(dim=1).double()
+            new = _rows(self.tail.last(_column(near)))[0]  # (V, C3)
+            change = torch.zeros(n_orders, new.shape[1], device=device, dtype=new.dtype)
+            change.index_add_(0, kept // len(slots), new - features.index_select(0, footprint))
+            pooled += change.double()
             features.index_copy_(0, footprint, new)
             values[:, step] = self.game.scores(self._classify(pooled / cells)).double().cpu()
         return values
