@@ -43,20 +43,26 @@ def lite0():
 
 @pytest.fixture
 def explorer(lite0):
+    return lite0_explorer(lite0)
+
+
+def lite0_explorer(lite0, **kwargs) -> ShapCAMExplorer:
+    """An explorer of Lite0 at blocks.6 on the demo photos, computing in the caller."""
     model, preprocess = lite0
     return ShapCAMExplorer(
         model,
         preprocess=preprocess,
         layer="blocks.6",
         imagenet=False,
-        n_samples=4,
         background=False,
         device="cpu",
+        **{"n_samples": 4, **kwargs},
     )
 
 
-def tiny_model(batch_norm: bool = False) -> nn.Module:
-    """Layers "0" to "3" (with a batch norm "1", "0" to "4"), 32 px in, 3 classes."""
+def tiny_model(batch_norm: bool = False, channels: int = 6, stride: int = 4) -> nn.Module:
+    """Layers "0" to "3" (with a batch norm "1", "0" to "4"), 32 px in, 3 classes; layer
+    "2" (or "3") has ``channels`` channels on a (8 / stride) x (8 / stride) grid."""
     torch.manual_seed(0)
     first = [nn.Conv2d(3, 4, 3, stride=4, padding=1)]
     if batch_norm:
@@ -65,16 +71,19 @@ def tiny_model(batch_norm: bool = False) -> nn.Module:
     return nn.Sequential(
         *first,
         nn.ReLU(),
-        nn.Conv2d(4, 6, 3, stride=4, padding=1),
+        nn.Conv2d(4, channels, 3, stride=stride, padding=1),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-        nn.Linear(6, 3),
+        nn.Linear(channels, 3),
     ).eval()
 
 
 def tiny_explorer(
-    model: nn.Module | None = None, background: bool = False, **kwargs
+    model: nn.Module | None = None,
+    background: bool = False,
+    class_names: tuple[str, ...] = ("a", "b", "c"),
+    **kwargs,
 ) -> ShapCAMExplorer:
     rng = np.random.default_rng(0)
     images = {"noise": rng.random((32, 32, 3)), "ramp": np.linspace(0, 1, 32 * 32 * 3)}
@@ -83,12 +92,11 @@ def tiny_explorer(
         model or tiny_model(),
         images,
         preprocess=Preprocess(32),
-        class_names=["a", "b", "c"],
+        class_names=list(class_names),
         imagenet=False,
-        n_samples=4,
         background=background,
         device="cpu",
-        **kwargs,
+        **{"n_samples": 4, **kwargs},
     )
 
 
@@ -287,7 +295,7 @@ def test_comparisons_and_scorecam_on_demand():
     explorer.controls.compare.value = True
     assert explorer.panels.comparison.layout.display is None
     keys = {key[-1] for key in explorer._comparisons}
-    assert keys == {"Grad-CAM", "Grad-CAM++"}
+    assert keys == {"Grad-CAM", "Grad-CAM++", "Layer-CAM"}
     panel = explorer.panels.comparison.value
     explorer.compute_scorecam()
     assert "Score-CAM" in {key[-1] for key in explorer._comparisons}
@@ -435,7 +443,9 @@ def test_readouts_of_other_settings_are_cleared_until_the_first_map():
     explorer.set(seed=2)  # the same class: Grad-CAM's maps stay
     assert comparisons == []
     explorer.set(target=explorer.controls.target.options[1][1])
-    waiting = render.placeholder_png("Grad-CAM, Grad-CAM++: waiting for the Shap-CAM map", True)
+    waiting = render.placeholder_png(
+        "comparison: waiting for the Shap-CAM map", size=render.COMPARISON_SIZE
+    )
     assert comparisons[0] == waiting and comparisons[-1] != waiting
 
 
@@ -480,7 +490,13 @@ def test_uploads_are_preprocessed_as_explain_does(tmp_path, preprocess):
     expected = preprocess(path)
     assert torch.equal(explorer.engine.inputs("upload: photo.jpg"), expected)
     assert torch.equal(explorer.engine.inputs("photo"), expected)
-    assert np.array_equal(np.asarray(explorer.engine.picture("photo")), preprocess.picture(path))
+    # the picture shown: the crop the network sees, or the whole image unsquashed
+    shown = explorer.engine.picture("photo")
+    if preprocess.resize is None:  # 90 x 70, shrunk to 2 x 32 = 64 px on its longer side
+        expected = Image.open(path).resize((64, 50), Image.BILINEAR)
+        assert np.array_equal(np.asarray(shown), np.asarray(expected))
+    else:
+        assert np.array_equal(np.asarray(shown), preprocess.picture(path))
 
 
 def test_efficiency_line_and_search_box(explorer):
@@ -661,13 +677,15 @@ def test_comparison_panel_in_viridis_with_a_colour_bar_and_overlay_states_its_sc
     """Issue 11, teaching: Grad-CAM and the others in the book's sequential viridis on
     [0, 1] (not jet) with a colour bar; the Shap-CAM title says its colour scale."""
     picture = explorer.engine.picture("chelsea")
-    maps = {"Grad-CAM": np.linspace(0, 1, 224 * 224).reshape(224, 224), "Score-CAM": "press"}
-    figure = render.comparison_figure(picture, maps, alpha=0.5)
-    heat = figure.axes[0].images[-1]
-    assert heat.get_cmap().name == "viridis" and heat.get_clim() == (0, 1)
-    assert "each map scaled to [0, 1]" in figure_text(figure)
     result = explorer.result
-    largest, positive = np.abs(result.upsample()).max(), result.upsample(relu=True).max()
+    maps = {"Grad-CAM": np.linspace(0, 1, 224 * 224).reshape(224, 224), "Score-CAM": "press"}
+    figure = render.comparison_figure(picture, result, maps, shared=False, alpha=0.5)
+    heat = figure.axes[2].images[-1]  # Shap-CAM's panel and colour bar come first
+    assert heat.get_cmap().name == "viridis" and heat.get_clim() == (0, 1)
+    assert render.LIBRARY_UNITS in figure_text(figure)
+    shape = np.asarray(picture).shape[:2]  # the overlay upsamples phi to the picture
+    largest = np.abs(result.upsample(shape)).max()
+    positive = result.upsample(shape, relu=True).max()
     for signed, scale in ((True, f"\u00b1{largest:.2g}"), (False, f"0 to {positive:.2g}")):
         shown = render.overlay_figure(picture, result, signed=signed, alpha=0.5, title="t")
         assert f"colour scale {scale} (per map)" in figure_text(shown)

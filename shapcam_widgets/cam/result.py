@@ -96,14 +96,24 @@ class ShapCAMResult:
         resized = upsample_grid(self.cell_map(), size or self.input_size)
         return np.maximum(resized, 0) if relu else resized
 
-    def overlay(self, image, ax=None, *, signed: bool = True, alpha: float = 0.5):
+    def overlay(
+        self,
+        image,
+        ax=None,
+        *,
+        signed: bool = True,
+        alpha: float = 0.5,
+        limit: float | None = None,
+    ):
         """Draw the map over ``image`` (H x W x 3 array or PIL image) on a matplotlib axis.
 
         signed: diverging colours centred on zero (red adds to the score, blue takes
         away); otherwise positive evidence only, on the sequential "viridis" colour map.
-        alpha: the opacity of the strongest cell; a cell's opacity is proportional to
-        |phi|, so the picture stays visible where the map is near zero. Returns the image
-        of the map, for a colour bar (``figure.colorbar(shown, ax=ax)``).
+        alpha: the opacity of a cell at the colour limit; a cell's opacity is
+        ``alpha * min(|phi| / limit, 1)``, so the picture stays visible where the map is
+        near zero. limit: the colour limit in the value's units (colours from -limit or 0
+        to limit), e.g. one limit shared by several maps; default: the map's largest |phi|.
+        Returns the image of the map, for a colour bar (``figure.colorbar(shown, ax=ax)``).
         Images larger than ``MAX_OVERLAY_SIDE`` pixels are drawn shrunk to it (same aspect
         ratio): axis coordinates are then those of the shrunk image.
         """
@@ -113,8 +123,8 @@ class ShapCAMResult:
         heat = self.upsample(picture.shape[:2], relu=not signed)
         ax = ax if ax is not None else plt.gca()
         ax.imshow(picture)
-        limit = float(np.abs(heat).max()) or 1.0
-        opacity = alpha * np.abs(heat) / limit
+        limit = float(limit or np.abs(heat).max()) or 1.0
+        opacity = alpha * np.clip(np.abs(heat) / limit, 0, 1)
         if signed:
             shown = ax.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=opacity)
         else:

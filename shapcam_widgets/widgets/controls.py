@@ -5,6 +5,7 @@ from dataclasses import dataclass, fields
 import ipywidgets as w
 
 from ..cam import BASELINES, VALUES
+from .comparisons import FAST, SLOW
 
 #: Sample counts on the log slider: 1, 2, 4, ..., 4096 orderings.
 SAMPLE_STEPS = tuple(2**k for k in range(13))
@@ -20,6 +21,8 @@ WRAP = {"flex_flow": "row wrap", "max_width": "100%"}
 
 @dataclass
 class Controls:
+    image_filter: w.Text
+    image_count: w.HTML
     image: w.Dropdown
     upload: w.FileUpload
     layer: w.Dropdown
@@ -34,12 +37,13 @@ class Controls:
     scale: w.ToggleButtons
     opacity: w.FloatSlider
     compare: w.Checkbox
+    comparison_scale: w.ToggleButtons
     scorecam: w.Button
     stop: w.Button
 
     def settings_widgets(self) -> list:
         """The widgets whose value changes what is computed or shown."""
-        skip = {"upload", "search", "scorecam", "stop"}
+        skip = {"image_filter", "image_count", "upload", "search", "scorecam", "stop"}
         return [getattr(self, f.name) for f in fields(self) if f.name not in skip]
 
 
@@ -67,25 +71,37 @@ def build_controls(
         )
 
     controls = Controls(
+        image_filter=w.Text(
+            description="filter",
+            placeholder="images by name or class",
+            continuous_update=True,
+            style=WIDE,
+            layout=w.Layout(width="300px", max_width=FIT),
+        ),
+        image_count=w.HTML(f"{len(images):,} images"),
         image=w.Dropdown(description="image", options=images, style=WIDE),
         upload=w.FileUpload(accept="image/*", multiple=False, description="upload"),
         layer=w.Dropdown(
             description="layer", options=layers, style=WIDE, layout=w.Layout(**FULL_WIDTH)
         ),
-        block=w.Dropdown(
+        block=w.Dropdown(  # the explorer labels the choices for the layer shown
             description="cells/player",
-            options=[("auto (<= 64 players)", 0)] + [(f"{b} x {b}", b) for b in (1, 2, 4, 7, 8)],
+            options=[("auto", 0)],
             value=0,
             style=WIDE,
+            layout=w.Layout(**FULL_WIDTH),
         ),
         target=w.Dropdown(
             description="class", options=[], style=WIDE, layout=w.Layout(**FULL_WIDTH)
         ),
+        # every keystroke reaches the kernel: a class picked from the list is chosen at
+        # once, Enter on part of a name chooses the best match
         search=w.Combobox(
             description="search",
-            placeholder=f"any of {len(class_names)} classes",
+            placeholder=f"part of any of {len(class_names):,} classes, Enter",
             options=class_names,
-            ensure_option=True,
+            ensure_option=False,
+            continuous_update=True,
             style=WIDE,
             layout=w.Layout(**FULL_WIDTH),
         ),
@@ -110,10 +126,27 @@ def build_controls(
             continuous_update=False,
             style=WIDE,
         ),
-        compare=w.Checkbox(description="Grad-CAM, Grad-CAM++", value=False, indent=False),
+        compare=w.Checkbox(
+            description=", ".join(FAST),
+            value=False,
+            indent=False,
+            layout=w.Layout(width="auto"),
+        ),
+        comparison_scale=w.ToggleButtons(
+            description="comparison scale",
+            options=["per map", "shared"],
+            value="per map",
+            tooltips=[
+                "each map from 0 to its largest value, with its own colour bar",
+                "each map divided by its mean over the picture, one colour bar",
+            ],
+            style={"description_width": "120px", "button_width": "78px"},
+            layout=w.Layout(display="none"),
+        ),
         scorecam=w.Button(
-            description="Score-CAM (slow)",
-            tooltip="about 15 s on 2 CPU cores",
+            description=f"{SLOW[0]} (slow)",
+            tooltip="one forward pass per channel of the layer: its cost shows here once "
+            "the comparison row has been computed",
             layout=w.Layout(width="150px"),
         ),
         stop=w.Button(
@@ -122,8 +155,11 @@ def build_controls(
             layout=w.Layout(width="80px"),
         ),
     )
-    for name in ("samples", "target", "image", "upload", "layer", "seed", "search", "stop"):
-        getattr(controls, name).add_class(f"shapcam-{name}")
+    names = ("samples", "target", "image", "upload", "layer", "seed", "search", "stop", "block")
+    for name in (*names, "image_filter", "image_count"):
+        getattr(controls, name).add_class(f"shapcam-{name.replace('_', '-')}")
+    for name in ("compare", "comparison_scale", "scorecam"):
+        getattr(controls, name).add_class(f"shapcam-{name.replace('_', '-')}")
     return controls
 
 
@@ -136,7 +172,7 @@ def build_panels() -> Panels:
             layout=w.Layout(width="576px", max_width=FIT, height="272px", object_fit="contain"),
         ),
         comparison=w.Image(
-            format="png", layout=w.Layout(width="768px", max_width=FIT, display="none")
+            format="png", layout=w.Layout(width="1000px", max_width=FIT, display="none")
         ),
         efficiency=w.HTML(),
         status=w.HTML(),
@@ -151,6 +187,7 @@ def build_panels() -> Panels:
 def layout(controls: Controls, panels: Panels) -> w.VBox:
     column = w.VBox(
         [
+            w.HBox([controls.image_filter, controls.image_count], layout=w.Layout(**WRAP)),
             w.HBox([controls.image, controls.upload], layout=w.Layout(**WRAP)),
             controls.layer,
             controls.block,
@@ -163,7 +200,6 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
             controls.display,
             controls.scale,
             controls.opacity,
-            w.HBox([controls.compare, controls.scorecam], layout=w.Layout(**WRAP)),
         ],
         layout=w.Layout(width="420px", max_width="100%"),
     )
@@ -175,15 +211,19 @@ def layout(controls: Controls, panels: Panels) -> w.VBox:
             panels.status,
             w.HBox([panels.progress, controls.stop], layout=w.Layout(**WRAP)),
             panels.efficiency,
+            # the comparison row's controls, beside the map's shorter column
+            w.HBox([controls.compare, controls.scorecam], layout=w.Layout(**WRAP)),
+            controls.comparison_scale,
         ],
         layout=w.Layout(max_width="100%"),
     )
-    # narrow pages (the book, a phone) stack the panels
+    # narrow pages (the book, a phone) stack the panels; the comparison row sits right
+    # under the map, so that both are on screen together (1100 x 900 px)
     return w.VBox(
         [
             w.HBox([column, shown], layout=w.Layout(**WRAP)),
-            w.HBox([panels.stderr, panels.convergence], layout=w.Layout(**WRAP)),
             panels.comparison,
+            w.HBox([panels.stderr, panels.convergence], layout=w.Layout(**WRAP)),
         ],
         layout=w.Layout(max_width="100%"),
     )

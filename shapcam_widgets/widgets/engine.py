@@ -95,11 +95,41 @@ class Entry:
 
 def auto_block_size(cells: tuple[int, int], max_players: int = AUTO_MAX_PLAYERS) -> int:
     """The smallest block side that leaves at most ``max_players`` blocks."""
-    h, w = cells
     block = 1
-    while -(-h // block) * -(-w // block) > max_players:
+    while block_players(cells, block) > max_players:
         block += 1
     return block
+
+
+def block_players(cells: tuple[int, int], block: int) -> int:
+    """Players of a game on ``cells`` (h, w) in blocks of ``block`` x ``block`` cells (the
+    last row and column of blocks may be partial)."""
+    h, w = cells
+    return -(-h // block) * -(-w // block)
+
+
+def seconds_to(seconds_per_evaluation: float, n_players: int, n_orderings: int) -> float:
+    """Estimated seconds to sample ``n_orderings`` orderings (rounded up to a pair, as
+    antithetic sampling does) of a game of ``n_players``: n_players - 1 evaluations each."""
+    return seconds_per_evaluation * (n_orderings + n_orderings % 2) * (n_players - 1)
+
+
+def shown_picture(original: Image.Image, preprocess: Preprocess) -> Image.Image:
+    """The picture drawn under the maps.
+
+    With a centre crop (``preprocess.resize`` set), the crop the network sees. Without one
+    (the whole image squashed to size x size, as for EfficientNet-Lite), the whole image
+    with its aspect ratio kept, shrunk bilinearly to at most 2 x size pixels on its
+    longer side (never enlarged): the map stretches over it as the squash did.
+    """
+    if preprocess.resize is not None:
+        return preprocess.picture(original)
+    width, height = original.size
+    scale = 2 * preprocess.size / max(width, height)
+    if scale >= 1:
+        return original
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return original.resize(size, Image.BILINEAR)
 
 
 def nbytes(value) -> int:
@@ -168,7 +198,7 @@ class Prepared:
     """One image content as the network sees it."""
 
     digest: str
-    picture: Image.Image  # size x size, as shown under the maps
+    picture: Image.Image  # as shown under the maps (``shown_picture``)
     inputs: torch.Tensor  # 1 x 3 x size x size, ``preprocess`` of the original image
     probs: torch.Tensor  # softmax over the classes (K,)
 
@@ -280,9 +310,8 @@ class Engine:
         prepared = self._prepared.get(digest)
         if prepared is None:
             inputs = self.preprocess(original)
-            prepared = Prepared(
-                digest, self.preprocess.picture(original), inputs, self._predict(inputs)
-            )
+            picture = shown_picture(original, self.preprocess)
+            prepared = Prepared(digest, picture, inputs, self._predict(inputs))
             self._prepared.put(digest, prepared)
         return prepared
 
@@ -291,7 +320,8 @@ class Engine:
         return self.prepared(name).digest
 
     def picture(self, name: str) -> Image.Image:
-        """The image as shown: RGB, as ``preprocess`` resizes (and crops) it."""
+        """The image as shown under the maps: RGB, its aspect ratio kept unless the
+        network sees a crop (``shown_picture``)."""
         return self.prepared(name).picture
 
     def inputs(self, name: str) -> torch.Tensor:
@@ -361,7 +391,13 @@ class Engine:
         if rate is None:
             return None
         missing = max(0, n_samples + n_samples % 2 - explanation.n_orderings)
-        return rate * missing * (explanation._game.n_players - 1)
+        return seconds_to(rate, explanation._game.n_players, missing)
+
+    def layer_rate(self, layer: str) -> float | None:
+        """Seconds per evaluation measured on ``layer`` (the slowest of its paths), None
+        before any."""
+        rates = [rate for (name, _path), rate in self._rates.items() if name == layer]
+        return max(rates, default=None)
 
     def clear(self) -> None:
         """Drop every cache (``ShapCAMExplorer.close``)."""

@@ -14,8 +14,17 @@ from ..cam.layers import eval_mode
 from ..errors import ShapCAMError
 from ..models import DEFAULT_LAYER, Preprocess, imagenet_classes, load_model
 from . import render
-from .choices import class_label, layer_choices, layer_label, search_labels
-from .comparisons import FAST, SLOW, compare
+from .choices import (
+    best_match,
+    block_choices,
+    class_label,
+    filter_images,
+    image_count_text,
+    layer_choices,
+    layer_label,
+    search_labels,
+)
+from .comparisons import FAST, SLOW, batch_seconds, compare, scorecam_passes, scorecam_seconds
 from .controls import SAMPLE_STEPS, build_controls, build_panels, layout
 from .engine import ByteCache, Engine, Entry, Settings
 from .images import catalogue, decode_upload
@@ -29,7 +38,11 @@ FULL_RENDER_INTERVAL = 2.0
 #: Runs expected to last longer than this (seconds) say so before they start.
 LONG_RUN = 10.0
 
-#: Cap in bytes of the comparison maps kept (Grad-CAM, Grad-CAM++, Score-CAM).
+#: Search text that arrives this soon (seconds) after an Enter and extends the text
+#: searched for is searched for again (see ``_on_search``).
+SEARCH_LATE = 1.0
+
+#: Cap in bytes of the comparison maps kept (Grad-CAM, Grad-CAM++, Layer-CAM, Score-CAM).
 COMPARISON_BYTES = 16 * 2**20
 
 #: ``set()`` keyword -> control name.
@@ -45,6 +58,7 @@ SETTABLE = {
     "display": "display",
     "opacity": "opacity",
     "compare": "compare",
+    "comparison_scale": "comparison_scale",
 }
 
 
@@ -135,11 +149,15 @@ class ShapCAMExplorer:
         self._drawn: tuple | None = None
         self._limits: dict = {}
         self._compared: tuple | None = None  # (image content, layer, class) compared
+        self._seconds_per_pass: float | None = None  # one of Score-CAM's forward passes
         self._started = time.perf_counter()  # when the job in progress began
         self._requested = n_samples  # orderings the job in progress refines to
         self._settings: Settings | None = None
         self._quiet = threading.local()
+        self._blocks_lock = threading.RLock()  # the worker relabels the block choices
+        self._searched: tuple[float, str] | None = None  # (when, text) of the last Enter
         self._runner = Runner(background=background, on_error=self._show_error)
+        self._refresh_blocks()
         self._observe()
         self._replace_earlier()
         self._schedule()
@@ -177,7 +195,8 @@ class ShapCAMExplorer:
         """Change several settings at once, e.g. ``set(image="coffee", n_samples=256)``.
 
         Keywords: image, layer, block_size, target (class index), n_samples, seed, value,
-        baseline, display ("signed" or "positive"), opacity, compare (bool).
+        baseline, display ("signed" or "positive"), opacity, compare (bool),
+        comparison_scale ("per map" or "shared").
         """
         unknown = set(settings) - set(SETTABLE)
         if unknown:
@@ -190,6 +209,8 @@ class ShapCAMExplorer:
                 if key == "target":
                     self._target = self._check_target(new)
                     self._target_options(self._target)
+                if key == "image":
+                    self._image_options(keep=new)
                 try:
                     control.value = new
                 except Exception as error:  # traitlets' TraitError: an invalid choice
@@ -240,9 +261,16 @@ class ShapCAMExplorer:
     # ---- events -----------------------------------------------------------------------
 
     def _observe(self) -> None:
+        # first, so that a block size that does not fit a new layer is auto when read
+        for control in (self.controls.layer, self.controls.samples):
+            control.observe(lambda _change: self._refresh_blocks(), names="value")
         for control in self.controls.settings_widgets():
             control.observe(self._on_change, names="value")
+        self.controls.image_filter.observe(
+            lambda _change: self._image_options(keep=self.controls.image.value), names="value"
+        )
         self.controls.search.observe(self._on_search, names="value")
+        self.controls.search.on_msg(self._on_search_enter)
         self.controls.upload.observe(self._on_upload, names="value")
         self.controls.scorecam.on_click(self._on_scorecam)
         self.controls.stop.on_click(lambda _button: self.stop())
@@ -270,13 +298,77 @@ class ShapCAMExplorer:
         self._schedule()
 
     def _on_search(self, change) -> None:
-        if getattr(self._quiet, "on", False) or change["new"] not in self._search:
+        """Every keystroke: a whole label (picked from the list) chooses its class."""
+        text = change["new"]
+        if getattr(self._quiet, "on", False):
             return
-        self._target = self._search[change["new"]]
+        if text in self._search:
+            self._choose_class(self._search[text])
+        elif self._searched and time.monotonic() - self._searched[0] < SEARCH_LATE:
+            # the last keystrokes before Enter, held back by the page's one-message throttle
+            if len(text) > len(self._searched[1]) and text.startswith(self._searched[1]):
+                self._search_for(text)
+
+    def _on_search_enter(self, _widget, content, _buffers) -> None:
+        """Enter in the search box (the page sends "submit"): the best match of the text."""
+        if content.get("event") == "submit" and self.controls.search.value.strip():
+            self._search_for(self.controls.search.value)
+
+    def _search_for(self, text: str) -> None:
+        """Choose the class best matching ``text`` (``best_match``), or say none does."""
+        target = best_match(text, self.class_names)
+        if target is None:
+            self._show_error(
+                ShapCAMError(
+                    f"no class name contains {text.strip()!r}: type part of one of the "
+                    f"{len(self.class_names):,} class names (e.g. {self.class_names[0]!r})"
+                ),
+                "",
+            )
+        else:
+            self._choose_class(target)
+        self._searched = (time.monotonic(), text)
+
+    def _choose_class(self, target: int) -> None:
+        self._target = target
         with self._silenced():
-            self._target_options(self._target)
+            self._target_options(target)
             self.controls.search.value = ""
         self._schedule()
+
+    def _image_options(self, keep: str) -> None:
+        """Offer the images whose names contain the filter's text, with ``keep`` (the
+        image shown) among them, so that filtering alone never changes the map."""
+        c, names = self.controls, list(self.engine.loaders)
+        query = c.image_filter.value
+        shown = filter_images(names, query, keep if keep in names else None)
+        c.image_count.value = image_count_text(len(filter_images(names, query)), len(names), query)
+        if list(c.image.options) != shown:
+            with self._silenced():
+                c.image.options = shown
+                if keep in shown:
+                    c.image.value = keep
+
+    def _refresh_blocks(self) -> None:
+        """Label the block-size choices for the layer and orderings chosen, with the time
+        per evaluation measured on the layer; a block that does not fit falls back to auto."""
+        c = self.controls
+        with self._blocks_lock:
+            _, h, w = self._layers[c.layer.value]
+            rate = self.engine.layer_rate(c.layer.value)
+            options = block_choices((h, w), int(c.samples.value), rate)
+            if list(c.block.options) == options:
+                return
+            chosen = c.block.value
+            with self._silenced():
+                c.block.options = options  # selects the first choice, auto
+                if chosen in dict(options).values():
+                    c.block.value = chosen
+
+    def _block_size(self) -> int:
+        """The block size chosen (0: auto), never read while the choices are relabelled."""
+        with self._blocks_lock:
+            return int(self.controls.block.value)
 
     def _on_upload(self, change) -> None:
         if getattr(self._quiet, "on", False) or not change["new"]:
@@ -285,9 +377,7 @@ class ShapCAMExplorer:
             for upload in change["new"]:
                 name = f"upload: {upload['name']}"
                 self.engine.add_image(name, decode_upload(upload["content"], upload["name"]))
-                with self._silenced():
-                    options = list(self.controls.image.options)
-                    self.controls.image.options = options + [name] * (name not in options)
+                self._image_options(keep=name)
         except ShapCAMError as error:
             self._show_error(error, "")
             return
@@ -335,7 +425,7 @@ class ShapCAMExplorer:
             value=c.value.value,
             baseline=c.baseline.value,
             seed=int(c.seed.value),
-            block_size=int(c.block.value),
+            block_size=self._block_size(),
             n_samples=int(c.samples.value),
         )
         view = {
@@ -343,6 +433,7 @@ class ShapCAMExplorer:
             "alpha": float(c.opacity.value),
             "fixed": c.scale.value == "fixed",
             "compare": bool(c.compare.value),
+            "shared": c.comparison_scale.value == "shared",
         }
         return settings, view
 
@@ -370,10 +461,12 @@ class ShapCAMExplorer:
             self._target_options(resolved.target, settings.image)
         check()
         compared = (engine.digest(settings.image), resolved.layer, resolved.target)
+        self._scorecam_label(resolved.layer)
         if view["compare"] and compared != self._compared:
             self.panels.comparison.value = render.placeholder_png(
-                "Grad-CAM, Grad-CAM++: waiting for the Shap-CAM map", wide=True
+                "comparison: waiting for the Shap-CAM map", size=render.COMPARISON_SIZE
             )
+            self._show_comparison_row(True)
             self._compared = None
         n = settings.n_samples
         cached = engine.cached(resolved)
@@ -401,6 +494,7 @@ class ShapCAMExplorer:
                 last, last_full = now, (now if full else last_full)
         self._show(picture, entry, entry.result(n), view, "done")
         self.panels.progress.value = n
+        self._refresh_blocks()  # the estimates, from the time per evaluation measured
         self._compare(picture, resolved, view, check)
 
     def _progress(self, done: int, total: int) -> None:
@@ -475,11 +569,13 @@ class ShapCAMExplorer:
         self._drawn = self._result = None
 
     def _compare(self, picture, settings: Settings, view: dict, check) -> None:
+        """The comparison row: Shap-CAM beside the Grad-CAM family on the same layer and
+        class; Score-CAM once asked for (its forward passes counted on the progress bar)."""
         key = (self.engine.digest(settings.image), settings.layer, settings.target)
         if view.get("scorecam"):
             self._scorecam_wanted.add(key)
+        self._show_comparison_row(view["compare"])
         if not view["compare"]:
-            self.panels.comparison.layout.display = "none"
             return
         maps = {}
         for method in FAST + SLOW:
@@ -487,21 +583,75 @@ class ShapCAMExplorer:
                 maps[method] = self._comparisons.get((*key, method), "press the button")
                 continue
             if (*key, method) not in self._comparisons:
-                self._status(f"computing {method}...")
-                heat = compare(
-                    self.engine.model,
-                    settings.layer,
-                    self.engine.inputs(settings.image),
-                    settings.target,
-                    method,
-                    check,
-                )
-                self._comparisons.put((*key, method), heat)
+                self._comparisons.put((*key, method), self._compute(method, settings, check))
             maps[method] = self._comparisons.get((*key, method))
-        self.panels.comparison.value = render.comparison_png(picture, maps, alpha=view["alpha"])
+        self.panels.comparison.value = render.comparison_png(
+            picture,
+            self._result,
+            maps,
+            shared=view["shared"],
+            alpha=view["alpha"],
+            title=f"{self.class_names[settings.target]} (#{settings.target}) \u00b7 layer "
+            f"{settings.layer} \u00b7 the same class and layer in every panel",
+        )
         self._compared = key
-        self.panels.comparison.layout.display = None
+        if self._seconds_per_pass is None:
+            self._status("timing one forward pass for Score-CAM's cost...")
+            self._seconds_per_pass = batch_seconds(
+                self.engine.model, self.engine.inputs(settings.image)
+            )
+            self._scorecam_label(settings.layer)
         self._show(picture, self._entry, self._result, view, "done")
+
+    def _compute(self, method: str, settings: Settings, check) -> np.ndarray:
+        """``method``'s map; for Score-CAM, each forward pass counted on the progress bar
+        and in the status, and the time per pass measured for the cost on the button."""
+        inputs, model = self.engine.inputs(settings.image), self.engine.model
+        if method not in SLOW:
+            self._status(f"computing {method}...")
+            return compare(model, settings.layer, inputs, settings.target, method, check)
+        passes = scorecam_passes(self._layers[settings.layer][0])
+        progress = self.panels.progress
+        progress.description, progress.max, progress.value = method, passes, 0
+
+        def counted():
+            check()
+            progress.value += 1
+            self._status(
+                f"computing {method}: {progress.value} of {passes} forward passes"
+                " \u00b7 stop ends it"
+            )
+
+        started = time.perf_counter()
+        try:
+            heat = compare(model, settings.layer, inputs, settings.target, method, counted)
+        finally:
+            progress.description = "sampling"
+        self._seconds_per_pass = (time.perf_counter() - started) / passes
+        self._scorecam_label(settings.layer)
+        return heat
+
+    def _scorecam_label(self, layer: str) -> None:
+        """The Score-CAM button with its cost on ``layer``: its forward passes times the
+        time of one pass of BATCH_SIZE images, measured once by ``batch_seconds`` when the
+        comparison row is first computed, then from the last Score-CAM run."""
+        if self._seconds_per_pass is None:
+            return
+        channels = self._layers[layer][0]
+        seconds = scorecam_seconds(channels, self._seconds_per_pass)
+        button = self.controls.scorecam
+        button.description = (
+            f"{SLOW[0]} (~{seconds:.0f} s)" if seconds >= 1 else f"{SLOW[0]} (<1 s)"
+        )
+        button.tooltip = (
+            f"{scorecam_passes(channels)} forward passes ({channels} channels), "
+            f"{self._seconds_per_pass:.2g} s each as measured"
+        )
+
+    def _show_comparison_row(self, visible: bool) -> None:
+        display = None if visible else "none"
+        self.panels.comparison.layout.display = display
+        self.controls.comparison_scale.layout.display = display
 
     # ---- readouts ---------------------------------------------------------------------
 

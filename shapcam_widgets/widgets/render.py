@@ -8,8 +8,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..cam import ShapCAMResult
+from ..cam.result import bounded_picture
 
 DPI = 80
 
@@ -49,9 +51,12 @@ def picture_png(picture, title: str = "") -> bytes:
 
 
 @lru_cache(maxsize=8)
-def placeholder_png(text: str, wide: bool = False) -> bytes:
-    """A grey panel saying ``text`` (in place of a panel of other settings)."""
-    figure = _figure(7.2 if wide else 4.6, 3.4 if wide else 4)
+def placeholder_png(
+    text: str, wide: bool = False, size: tuple[float, float] | None = None
+) -> bytes:
+    """A grey panel saying ``text`` (in place of a panel of other settings); size: its
+    (width, height) in inches, by default that of a square or (``wide``) a wide panel."""
+    figure = _figure(*(size or ((7.2, 3.4) if wide else (4.6, 4))))
     figure.set_facecolor("#eeeeee")
     figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#555555")
     return _png(figure)
@@ -66,9 +71,7 @@ def overlay_figure(
     caption gives the block size."""
     figure = _figure(4.6, 4)
     ax = figure.add_axes((0.02, 0.08, 0.72, 0.76))
-    shown = result.overlay(np.asarray(picture), ax, signed=signed, alpha=alpha)
-    if limit:
-        shown.set_clim(-limit if signed else 0.0, limit)
+    shown = result.overlay(np.asarray(picture), ax, signed=signed, alpha=alpha, limit=limit)
     low, high = shown.get_clim()
     scale = f"\u00b1{high:.2g}" if signed else f"{low:.2g} to {high:.2g}"
     which = "fixed: largest |phi| of the classes so far" if limit else "per map"
@@ -199,30 +202,122 @@ def convergence_png(history: list[ShapCAMResult], top: int = 5) -> bytes:
     return _png(convergence_figure(history, top))
 
 
-def comparison_figure(picture, maps: dict, *, alpha: float) -> Figure:
-    """One panel per method: its map (in [0, 1]) over the image in viridis, a cell's
-    opacity following its value as in the Shap-CAM overlay, or a note in its place; one
-    colour bar for all."""
-    figure = _figure(3.2 * len(maps) + 0.8, 3.4)
-    width = 3.2 * len(maps) / figure.get_figwidth()
-    for i, (name, heat) in enumerate(maps.items()):
-        ax = figure.add_axes(((i + 0.03) * width / len(maps), 0.02, 0.94 * width / len(maps), 0.86))
-        ax.imshow(np.asarray(picture))
+#: The comparison row: (width, height) in inches, 1,000 x 296 px at DPI at most; every
+#: panel's image fits a box of PANEL_INCHES (184 x 180 px), its colour bar below it (the
+#: row is lower for a wide picture, by as much as its panels are).
+COMPARISON_SIZE = (12.5, 3.7)
+PANEL_INCHES = (2.3, 2.25)
+#: The colour bar labels: pytorch-grad-cam's maps (its ReLU, then min-max to [0, 1]
+#: per map), and any map divided by its mean over the picture.
+LIBRARY_UNITS = "pytorch-grad-cam's [0, 1] (min-max)"
+SHARED_UNITS = "x the map's mean (1 = evidence spread evenly)"
+
+
+def comparison_figure(
+    picture,
+    result: ShapCAMResult,
+    maps: dict,
+    *,
+    shared: bool,
+    alpha: float,
+    title: str = "",
+) -> Figure:
+    """The comparison row: Shap-CAM's positive part (phi clipped at 0, upsampled to the
+    picture as ``result.upsample(shape, relu=True)``), then ``maps`` in their order
+    (name -> an (H', W') map as pytorch-grad-cam returns it, in [0, 1], or a note such as
+    "press the button" shown in its place), each over the picture (stretched onto it),
+    in viridis, in panels of one size; a cell's opacity follows its value (``alpha`` at
+    the colour limit).
+
+    shared: every map divided by its mean over the picture (1 = evidence spread evenly),
+    one colour scale from 0 to the largest of the maps shown, one colour bar for the row:
+    a concentrated map shows brighter peaks. Otherwise each map on its own scale from 0
+    to its largest value, with its own colour bar: Shap-CAM in phi's units, the Grad-CAM
+    family in pytorch-grad-cam's [0, 1]. The figure says which scale is in use.
+    """
+    picture = bounded_picture(picture)
+    height, width = picture.shape[:2]
+    panels = {
+        f"Shap-CAM ({result.value}, positive part)": result.upsample((height, width), relu=True),
+        **maps,
+    }
+    units = [f"phi ({result.value})"] + [LIBRARY_UNITS] * len(maps)
+    heats = {name: _shown_map(heat, shared) for name, heat in panels.items()}
+    computed = [heat for heat in heats.values() if isinstance(heat, np.ndarray)]
+    largest = max(float(heat.max()) for heat in computed) if computed else 0.0
+
+    inches_wide, inches_high = COMPARISON_SIZE
+    box_wide, box_high = PANEL_INCHES
+    picture_high = min(box_high, box_wide * height / width)
+    inches_high -= box_high - picture_high
+    box_high = picture_high
+    figure = _figure(inches_wide, inches_high)
+    slot = inches_wide / len(panels)
+    for i, (name, heat) in enumerate(heats.items()):
+        left = i * slot + (slot - box_wide) / 2
+        ax = figure.add_axes(
+            (left / inches_wide, 0.62 / inches_high, box_wide / inches_wide, box_high / inches_high)
+        )
+        ax.imshow(picture)
         ax.set_axis_off()
-        if isinstance(heat, np.ndarray):
-            ax.imshow(heat, cmap="viridis", vmin=0, vmax=1, alpha=alpha * np.clip(heat, 0, 1))
-            ax.set_title(name, fontsize=10)
-        else:
-            ax.set_title(f"{name}: {heat}", fontsize=9)
-    bar = figure.colorbar(
-        ScalarMappable(Normalize(0, 1), cmap="viridis"),
-        cax=figure.add_axes((width + 0.01, 0.08, 0.012, 0.76)),
+        if not isinstance(heat, np.ndarray):
+            ax.set_title(f"{name}\n{heat}", fontsize=9)
+            continue
+        ax.set_title(name, fontsize=9)
+        limit = (largest if shared else float(heat.max())) or 1.0
+        shown = ax.imshow(
+            heat,
+            cmap="viridis",
+            vmin=0.0,
+            vmax=limit,
+            alpha=alpha * np.clip(heat / limit, 0, 1),
+            extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+        )
+        if not shared:
+            bar = (
+                left / inches_wide,
+                0.42 / inches_high,
+                box_wide / inches_wide,
+                0.08 / inches_high,
+            )
+            _colour_bar(figure, shown, bar, units[i])
+    if shared and computed:
+        bar = (0.3, 0.42 / inches_high, 0.4, 0.08 / inches_high)
+        _colour_bar(
+            figure, ScalarMappable(Normalize(0.0, largest or 1.0), "viridis"), bar, SHARED_UNITS
+        )
+    scale = (
+        f"colour scale shared: each map divided by its mean over the picture, one scale "
+        f"0 to {largest:.3g}"
+        if shared
+        else f"colour scale per map: each from 0 to its largest value (Shap-CAM in phi "
+        f"({result.value}), the Grad-CAM family in {LIBRARY_UNITS})"
     )
-    bar.set_label("each map scaled to [0, 1]", fontsize=9)
-    bar.ax.tick_params(labelsize=8)
+    figure.text(0.5, 1 - 0.08 / inches_high, f"{title}\n{scale}", ha="center", va="top", fontsize=9)
     return figure
 
 
-def comparison_png(picture, maps: dict, *, alpha: float) -> bytes:
+def _shown_map(heat, shared: bool):
+    """``heat`` as drawn: divided by its mean over the picture when ``shared`` (an
+    all-zero map stays zero); a note stays as it is."""
+    if not isinstance(heat, np.ndarray):
+        return heat
+    heat = np.asarray(heat, dtype=np.float64)
+    mean = float(heat.mean())
+    return heat / mean if shared and mean > 0 else heat
+
+
+def _colour_bar(figure: Figure, shown, position: tuple, label: str) -> None:
+    """A horizontal colour bar at ``position`` (figure fractions) labelled ``label``."""
+    bar = figure.colorbar(
+        shown, cax=figure.add_axes(position), orientation="horizontal", format="%.2g"
+    )
+    bar.set_label(label, fontsize=8, labelpad=1)
+    bar.ax.tick_params(labelsize=7, pad=1)
+    bar.locator = MaxNLocator(4)
+    bar.update_ticks()
+
+
+def comparison_png(picture, result: ShapCAMResult, maps: dict, **options) -> bytes:
     """``comparison_figure`` as PNG bytes."""
-    return _png(comparison_figure(picture, maps, alpha=alpha))
+    return _png(comparison_figure(picture, result, maps, **options))
