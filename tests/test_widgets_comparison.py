@@ -192,7 +192,11 @@ def test_scorecam_button_shows_its_cost_for_the_layer(monkeypatch):
     images; measured when the row is first computed; the label follows the layer."""
     monkeypatch.setattr(explorer_module, "batch_seconds", lambda model, inputs: 2.0)
     explorer = wide_explorer(layer="2")
-    assert "~" not in explorer.controls.scorecam.description  # not measured yet
+    # before any batch is timed: BATCH_SIZE times the image's own forward pass
+    assert "estimated from one image" in explorer.controls.scorecam.tooltip
+    explorer.engine.image_seconds = 0.5
+    explorer._scorecam_label("2")
+    assert explorer.controls.scorecam.description == f"Score-CAM (~{4 * BATCH_SIZE * 0.5:.0f} s)"
     explorer.set(compare=True)
     assert scorecam_passes(70) == 1 + 3
     assert explorer.controls.scorecam.description == "Score-CAM (~8 s)"

@@ -291,6 +291,8 @@ class Engine:
         self._cams: dict[str, ShapCAM] = {}
         self._entries = ByteCache(entry_bytes, entry_size)
         self._rates: dict[tuple[str, str], float] = {}  # (layer, path) -> s per evaluation
+        #: seconds of the last forward pass of one image (None before any)
+        self.image_seconds: float | None = None
 
     def add_image(self, name: str, picture: Image.Image) -> None:
         """Add or replace the image ``name``; caches follow its content, not its name."""
@@ -333,10 +335,13 @@ class Engine:
         return self.prepared(name).probs
 
     def _predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Softmax of the model on ``inputs``; the seconds it took go to ``image_seconds``."""
         parameter = next(self.model.parameters())
+        started = time.perf_counter()
         with torch.inference_mode(), eval_mode(self.model):
-            logits = self.model(inputs.to(parameter.device))
-        return logits[0].float().softmax(0).cpu()
+            probs = self.model(inputs.to(parameter.device))[0].float().softmax(0).cpu()
+        self.image_seconds = time.perf_counter() - started
+        return probs
 
     def top_classes(self, name: str, k: int = 5) -> list[tuple[int, float]]:
         probs = self.probabilities(name)

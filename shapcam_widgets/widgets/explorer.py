@@ -24,7 +24,15 @@ from .choices import (
     layer_label,
     search_labels,
 )
-from .comparisons import FAST, SLOW, batch_seconds, compare, scorecam_passes, scorecam_seconds
+from .comparisons import (
+    BATCH_SIZE,
+    FAST,
+    SLOW,
+    batch_seconds,
+    compare,
+    scorecam_passes,
+    scorecam_seconds,
+)
 from .controls import SAMPLE_STEPS, build_controls, build_panels, layout
 from .engine import ByteCache, Engine, Entry, Settings
 from .images import catalogue, decode_upload
@@ -634,18 +642,23 @@ class ShapCAMExplorer:
     def _scorecam_label(self, layer: str) -> None:
         """The Score-CAM button with its cost on ``layer``: its forward passes times the
         time of one pass of BATCH_SIZE images, measured once by ``batch_seconds`` when the
-        comparison row is first computed, then from the last Score-CAM run."""
-        if self._seconds_per_pass is None:
+        comparison row is first computed, then from the last Score-CAM run; before that,
+        BATCH_SIZE times the time of the image's own forward pass (batches cost less per
+        image, so this errs long)."""
+        per_pass, how = self._seconds_per_pass, "as measured"
+        if per_pass is None and self.engine.image_seconds is not None:
+            per_pass, how = BATCH_SIZE * self.engine.image_seconds, "estimated from one image"
+        if per_pass is None:
             return
         channels = self._layers[layer][0]
-        seconds = scorecam_seconds(channels, self._seconds_per_pass)
+        seconds = scorecam_seconds(channels, per_pass)
         button = self.controls.scorecam
         button.description = (
             f"{SLOW[0]} (~{seconds:.0f} s)" if seconds >= 1 else f"{SLOW[0]} (<1 s)"
         )
         button.tooltip = (
             f"{scorecam_passes(channels)} forward passes ({channels} channels), "
-            f"{self._seconds_per_pass:.2g} s each as measured"
+            f"{per_pass:.2g} s each {how}"
         )
 
     def _show_comparison_row(self, visible: bool) -> None:
