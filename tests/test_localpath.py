@@ -130,3 +130,31 @@ def test_a_wrong_structure_is_caught_by_the_check():
         else:
             with pytest.raises(ShapCAMError, match="local path disagrees"):
                 explainer.attribute(IMAGE, 3, n_samples=2)
+
+
+def test_the_check_runs_once_per_grid_and_block_size(monkeypatch):
+    """Locality is the tail's and the players': later images on the same grid and block
+    size skip the check; a new block size (other footprints) is checked again, and a
+    failed check is never remembered."""
+    from shapcam_widgets.cam import localpath
+
+    calls = []
+    check = localpath.LocalLayerGame.check
+    monkeypatch.setattr(
+        localpath.LocalLayerGame, "check", lambda game: calls.append(1) or check(game)
+    )
+    explainer = ShapCAM(_net(), "layer", path="local")
+    other = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    for image in (IMAGE, other):
+        assert explainer.attribute(image, 3, n_samples=2).path == "local"
+    assert len(calls) == 1
+    explainer.attribute(IMAGE, 3, n_samples=2, block_size=2)
+    assert len(calls) == 2
+
+    import dataclasses
+
+    wrong = ShapCAM(_net(), "layer", path="auto")
+    wrong.local_tail = dataclasses.replace(wrong.local_tail, radius=0)
+    for _ in range(2):  # checked, and refused, every time
+        assert wrong.attribute(IMAGE, 3, n_samples=2).path == "general"
+    assert len(calls) == 4

@@ -209,6 +209,6 @@ def local_batch_size(game: LayerGame, local: LocalLayerGame, memory_budget: int,
     cells = game.cells[0] * game.cells[1]
     channels = local.present.shape[1] * 3 + local.empty_features.shape[1] * 2
     per_order = 4 * cells * channels
-    budget = min(memory_budget, 64 * 2**20) if cpu else memory_budget
+    budget = min(memory_budget, 128 * 2**20) if cpu else memory_budget
     orders = int(max(2, min(1024, budget // per_order)))
     return orders * (game.n_players - 1)

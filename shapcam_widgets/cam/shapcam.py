@@ -115,6 +115,8 @@ class ShapCAM:
         self.layer = resolve_layer(model, layer)
         self.network = SplitNetwork(model, self.layer)
         self.memory_budget = memory_budget
+        #: (cells, block size) of the games whose local walk matched the general path
+        self._local_checked: set[tuple] = set()
         self.path, self.precision = path, precision
         with eval_mode(model):  # the structure as it is in eval mode (batch norms)
             self.head, self.fast_path_reason = find_position_wise_head(self.network)
@@ -239,7 +241,9 @@ class ShapCAM:
     def _plan(self, game: LayerGame) -> _Plan:
         """How to value ``game``: the fast path when the structure is there and its check
         against the network's tail passes (under path="auto" a failed check falls back to
-        the general path), else the general path, under autocast when asked for."""
+        the general path), else the local path likewise (its check, along one ordering,
+        once per grid and block size), else the general path, under autocast when asked
+        for."""
         reason = self.fast_path_reason
         if self.head is not None and self.path in ("auto", "fast"):
             try:
@@ -256,7 +260,12 @@ class ShapCAM:
         if self.local_tail is not None and self.path in ("auto", "local"):
             try:
                 local = LocalLayerGame(game, self.local_tail, self._batch_size(game))
-                local.check()
+                # locality is the tail's and the players', not the image's: checked once
+                # per grid and block size
+                grid = (game.cells, game.block_size)
+                if grid not in self._local_checked:
+                    local.check()
+                    self._local_checked.add(grid)
             except ShapCAMError:
                 if self.path == "local":
                     raise
