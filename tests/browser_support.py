@@ -33,6 +33,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+#: Browser tests skip where Debian's chromium is missing.
+NEEDS_CHROMIUM = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed")
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tests" / "browser" / "explorer.ipynb"
 APP = ROOT / "notebooks" / "explorer_app.ipynb"
@@ -165,6 +168,33 @@ def efficiency(page) -> tuple[float, float]:
     found = EFFICIENCY.search(text)
     assert found, text
     return float(found[1]), float(found[2])
+
+
+@contextmanager
+def lab_page(tmp_path: Path, notebook: Path = NOTEBOOK, width: int = 1400):
+    """A chromium page ``width`` px wide on ``notebook`` (by default the test notebook)
+    opened in JupyterLab, its kernel idle; nothing run yet."""
+    pytest.importorskip("jupyterlab")
+    ARTIFACTS.mkdir(exist_ok=True)
+    home, port, token = jupyter_home(tmp_path, notebook), free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+        "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home / 'notebooks'}",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        f"--LabApp.user_settings_dir={home / 'settings'}",
+        "--LabApp.news_url=", "--ServerApp.open_browser=False",
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with (
+        server(command, f"{base}/api/status?token={token}", home),
+        browser(tmp_path, width) as page,
+    ):
+        page.goto(f"{base}/lab/tree/{notebook.name}?token={token}&reset")
+        page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for()
+        idle = page.locator(".jp-StatusBar-Widget", has_text="Idle").first
+        playwright_api().expect(idle).to_be_visible(timeout=TIMEOUT_MS)
+        yield page
 
 
 @contextmanager

@@ -1,14 +1,10 @@
 """The comparison row in a real browser (Voila, Debian's chromium): at 1100 x 900 px the
 Shap-CAM map and the whole comparison row are on screen together (issue 11)."""
 
-from pathlib import Path
-
 import pytest
-from browser_support import ARTIFACTS, CHROMIUM, TIMEOUT_MS, voila_page, wait_status
+from browser_support import ARTIFACTS, NEEDS_CHROMIUM, TIMEOUT_MS, voila_page, wait_status
 
-pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed"),
-]
+pytestmark = NEEDS_CHROMIUM
 sync_api = pytest.importorskip("playwright.sync_api")
 
 

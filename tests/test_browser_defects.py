@@ -8,30 +8,25 @@ its status texts, not by their place on the page.
 
 import json
 import re
-import secrets
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from browser_support import (
     ARTIFACTS,
-    CHROMIUM,
+    NEEDS_CHROMIUM,
     ROOT,
     TIMEOUT_MS,
-    browser,
-    free_port,
-    jupyter_home,
+    lab_page,
     move_samples_slider,
-    server,
     top_probability,
     voila_page,
     wait_status,
     wait_v_full,
 )
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed")
+pytestmark = NEEDS_CHROMIUM
 sync_api = pytest.importorskip("playwright.sync_api")
 
 RERUN = ROOT / "tests" / "browser" / "rerun.ipynb"
@@ -284,18 +279,7 @@ def run_cell(page, index: int, count: int) -> None:
 def test_a_cell_run_three_times_leaves_one_explorer_in_jupyterlab(tmp_path):
     """Defect 6: running an explorer's cell again closes the explorer of its last run,
     whose caches are emptied; the open one stays under its caps in bytes."""
-    pytest.importorskip("jupyterlab")
-    home, port, token = jupyter_home(tmp_path, RERUN), free_port(), secrets.token_hex(16)
-    command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-        "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
-        "--LabApp.news_url=",
-    ]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with server(command, f"{base}/api/status?token={token}", home), browser(tmp_path) as page:
-        page.goto(f"{base}/lab/tree/{RERUN.name}?token={token}&reset")
-        kernel = page.locator(".jp-StatusBar-Widget", has_text="Idle").first
-        sync_api.expect(kernel).to_be_visible(timeout=TIMEOUT_MS)
+    with lab_page(tmp_path, RERUN) as page:
         for count in (1, 2, 3):
             run_cell(page, 0, count)
             output = page.locator(".jp-CodeCell").nth(0).locator(".shapcam-status")

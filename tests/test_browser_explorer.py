@@ -6,24 +6,17 @@ the flags of ``browser_support`` (never ``playwright install``: it downloads a b
 """
 
 import re
-import secrets
-import sys
-from pathlib import Path
 
 import pytest
 from browser_support import (
     APP,
     ARTIFACTS,
-    CHROMIUM,
-    NOTEBOOK,
+    NEEDS_CHROMIUM,
     TIMEOUT_MS,
-    browser,
     efficiency,
-    free_port,
-    jupyter_home,
+    lab_page,
     move_samples_slider,
     overlay_pixels,
-    server,
     settled_overlay,
     top_probability,
     upload,
@@ -32,9 +25,7 @@ from browser_support import (
     wait_v_full,
 )
 
-pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed"),
-]
+pytestmark = NEEDS_CHROMIUM
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -65,30 +56,15 @@ def _exercise(page, name: str, change_class: bool) -> None:
 
 
 def test_explorer_in_jupyterlab(tmp_path):
-    pytest.importorskip("jupyterlab")
     pytest.importorskip("ipywidgets")
-    ARTIFACTS.mkdir(exist_ok=True)
-    home, port, token = jupyter_home(tmp_path), free_port(), secrets.token_hex(16)
-    command = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-        "--ip=127.0.0.1", f"--port={port}", f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={home / 'notebooks'}",
-        f"--LabApp.workspaces_dir={home / 'workspaces'}",
-        f"--LabApp.user_settings_dir={home / 'settings'}",
-        "--LabApp.news_url=", "--ServerApp.open_browser=False",
-    ]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with server(command, f"{base}/api/status?token={token}", home), browser(tmp_path) as page:
-        page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}&reset")
-        page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for()
-        kernel = page.locator(".jp-StatusBar-Widget", has_text="Idle")
-        sync_api.expect(kernel.first).to_be_visible(timeout=TIMEOUT_MS)
+    with lab_page(tmp_path) as page:
         page.locator(".lm-MenuBar-item", has_text="Run").first.click()
         page.locator(
             '.lm-Menu-item[data-command="runmenu:run-all"],'
             '.lm-Menu-item[data-command="notebook:run-all-cells"]'
         ).first.click()
         _exercise(page, "jupyterlab", change_class=True)
+        kernel = page.locator(".jp-StatusBar-Widget", has_text="Idle")
         sync_api.expect(kernel.first).to_be_visible(timeout=TIMEOUT_MS)  # kernel idle
 
 

@@ -2,21 +2,17 @@
 chooses the best match; the image filter narrows the image choices without changing the
 map."""
 
-from pathlib import Path
-
 import pytest
 from browser_support import (
     ARTIFACTS,
-    CHROMIUM,
+    NEEDS_CHROMIUM,
     overlay_pixels,
     settled_overlay,
     voila_page,
     wait_status,
 )
 
-pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed"),
-]
+pytestmark = NEEDS_CHROMIUM
 sync_api = pytest.importorskip("playwright.sync_api")
 
 

@@ -391,7 +391,7 @@ class ShapCAMExplorer:
             return
         finally:
             with self._silenced():
-                self.controls.upload.value = ()  # the button says "upload" again
+                self.controls.upload.value = ()  # the button counts (0) files again
         with self._silenced():
             self.controls.image.value = name
         self._target = None
@@ -683,7 +683,7 @@ class ShapCAMExplorer:
             f"color:#b71c1c;padding:6px;white-space:pre-wrap'>{message}{details}</div>"
         )
         self.panels.error.layout.display = None
-        self._status("error (see below)")
+        self._status("error: see the red box above the map")
 
     def _hide_error(self) -> None:
         if self.panels.error.layout.display != "none":
