@@ -267,8 +267,13 @@ def test_set_rejects_bad_values(explorer):
         explorer.set(colour="red")
     with pytest.raises(ShapCAMError, match="class must be"):
         explorer.set(target=1000)
-    with pytest.raises(ShapCAMError, match="invalid n_samples"):
+    with pytest.raises(ShapCAMError, match=r"invalid n_samples 3; valid: 1, 2, 4, .*, 4096"):
         explorer.set(n_samples=3)
+    # blocks.6 is 7 x 7: blocks of 7 or 8 cells would leave one player
+    with pytest.raises(ShapCAMError, match=r"invalid block_size 7; valid: 0, 1, 2, 4$"):
+        explorer.set(block_size=7)
+    with pytest.raises(ShapCAMError, match=r"invalid compare 'yes'; valid: True or False"):
+        explorer.set(compare="yes")
 
 
 def test_background_work_is_superseded(lite0):

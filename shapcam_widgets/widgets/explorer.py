@@ -222,7 +222,9 @@ class ShapCAMExplorer:
                 try:
                     control.value = new
                 except Exception as error:  # traitlets' TraitError: an invalid choice
-                    raise ShapCAMError(f"invalid {key} {new!r}: {error}") from error
+                    raise ShapCAMError(
+                        f"invalid {key} {new!r}; valid: {_valid_values(control)}"
+                    ) from error
         self._schedule()
         return self
 
@@ -702,6 +704,16 @@ def _running_cell() -> tuple[str, str] | None:
     request = kernel.get_parent()
     cell = request.get("metadata", {}).get("cellId")
     return None if cell is None else (cell, request["header"]["msg_id"])
+
+
+def _valid_values(control: ipywidgets.Widget) -> str:
+    """What ``control`` accepts: its choices (the values of (label, value) pairs), or the
+    type of its value (numbers outside a slider's range are clipped, not refused)."""
+    options = getattr(control, "options", None)
+    if options is not None:
+        values = [o[1] if isinstance(o, tuple) else o for o in options]
+        return ", ".join(map(repr, values))
+    return "True or False" if isinstance(control.value, bool) else type(control.value).__name__
 
 
 def _descendants(widget: ipywidgets.Widget) -> list[ipywidgets.Widget]:
