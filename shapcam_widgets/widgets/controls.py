@@ -155,11 +155,8 @@ def build_controls(
             layout=w.Layout(width="80px"),
         ),
     )
-    names = ("samples", "target", "image", "upload", "layer", "seed", "search", "stop", "block")
-    for name in (*names, "image_filter", "image_count"):
-        getattr(controls, name).add_class(f"shapcam-{name.replace('_', '-')}")
-    for name in ("compare", "comparison_scale", "scorecam"):
-        getattr(controls, name).add_class(f"shapcam-{name.replace('_', '-')}")
+    for field in fields(controls):  # CSS classes for the browser tests: shapcam-image-filter
+        getattr(controls, field.name).add_class(f"shapcam-{field.name.replace('_', '-')}")
     return controls
 
 
