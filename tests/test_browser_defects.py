@@ -130,6 +130,8 @@ def test_no_readout_of_the_previous_setting_while_sampling(tmp_path):
         sources = """() => ["overlay", "stderr", "convergence"].map(
             (name) => document.querySelector(`img.shapcam-${name}`).src)"""
         readout = page.locator(".shapcam-efficiency").first
+        # the first map's sentence on the page (on a loaded machine it can trail the status)
+        sync_api.expect(readout).to_contain_text(" share ", timeout=TIMEOUT_MS)
         before, before_text = page.evaluate(sources), readout.text_content()
         choose(page.locator(".shapcam-layer select").first, r"^blocks\.2 ")  # seconds
         page.wait_for_function(f"(before) => ({sources})()[0] !== before[0]", arg=before)
