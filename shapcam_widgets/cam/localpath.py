@@ -59,7 +59,7 @@ class LocalLayerGame:
             [_footprint(cells, (h, w), tail.radius) for cells in self._player_cells()]
         )
         #: (n, F, Cm): what adding each player adds to the middle's output on its
-        #: footprint (zero in the padding slots); None when the middle is not affine
+        #: footprint (padding slots unused); None when the middle is not affine
         self.middle_change = self._middle_changes() if tail.affine_middle else None
 
     @torch.inference_mode()
@@ -67,8 +67,6 @@ class LocalLayerGame:
         device = self.present.device
         cells_of, counts = self.cells_of.to(device), self.cell_counts.to(device)
         footprint_of = self.footprint_of.to(device)
-        slots = torch.arange(footprint_of.shape[1], device=device)
-        valid = slots[None, :] < self.footprint_counts.to(device)[:, None]
         changes = []
         for first in range(0, self.n_players, chunk):
             players = torch.arange(first, min(first + chunk, self.n_players), device=device)
@@ -78,8 +76,9 @@ class LocalLayerGame:
             own = torch.arange(cells.shape[1], device=device)[None, :] < counts[players][:, None]
             maps[rows, cells] = torch.where(own[..., None], self.present[cells], maps[rows, cells])
             middle = _rows(self.tail.middle(_image(maps, self.game.cells)))
-            change = middle[rows, footprint_of[players]] - self.empty_middle[footprint_of[players]]
-            changes.append(change * valid[players][..., None])
+            changes.append(
+                middle[rows, footprint_of[players]] - self.empty_middle[footprint_of[players]]
+            )
         return torch.cat(changes)
 
     def _player_cells(self):
