@@ -167,21 +167,41 @@ def parse_layer(text: str) -> tuple[str, int]:
     return name, int(block) if block else 1
 
 
-def _scope(args, report: dict) -> dict:
+def _images_done(game: dict, settings: dict) -> dict[str, int]:
+    """Per budget, how many images of ``game`` have a run of every estimator and seed."""
+    runs = {(r["image"], r["budget"], r["seed"], r["estimator"]) for r in game["runs"]}
+    return {
+        str(budget): sum(
+            all(
+                (image, budget, seed, name) in runs
+                for seed in settings["seeds"]
+                for name in settings["estimators"]
+            )
+            for image in game["images"]
+        )
+        for budget in settings["budgets"]
+    }
+
+
+def _scope(report: dict) -> dict:
     """What of the full study this report holds and what it does not (yet)."""
-    not_done = []
-    done = {f"{g['layer']}:{g['block_size']}": len(g["images"]) for g in report["games"]}
+    settings, not_done = report["settings"], []
+    done = {f"{g['layer']}:{g['block_size']}": _images_done(g, settings) for g in report["games"]}
     for layer in FULL_STUDY["layers"]:
         name, block = parse_layer(layer)
-        count = done.get(f"{name}:{block}", 0)
-        if count == 0:
+        counts = done.get(f"{name}:{block}")
+        if not counts:
             not_done.append(f"game {layer}: not run")
-        elif count < FULL_STUDY["images"]:
-            not_done.append(f"game {layer}: images {count + 1} to {FULL_STUDY['images']}")
-    absent = [b for b in FULL_STUDY["budgets"] if b not in args.budgets]
+            continue
+        for budget, count in counts.items():
+            if count < FULL_STUDY["images"]:
+                not_done.append(
+                    f"game {layer}, budget {budget}: images {count + 1} to {FULL_STUDY['images']}"
+                )
+    absent = [b for b in FULL_STUDY["budgets"] if b not in settings["budgets"]]
     if absent:
         not_done.append("budgets " + ", ".join(map(str, absent)))
-    left_out = [name for name in ESTIMATORS if name not in args.estimators]
+    left_out = [name for name in ESTIMATORS if name not in settings["estimators"]]
     if left_out:
         not_done.append("estimators " + ", ".join(left_out))
     return {
@@ -234,6 +254,49 @@ def summarize(records: list[dict], reference_var: dict[str, float]) -> dict:
     return table
 
 
+def _reference(quick, image_id, image, target, block_size, n, args, game_report):
+    """The reference map of one image: our antithetic sampler at ``--reference-budget``
+    evaluations with its own seed; its noise floor and summary go into ``game_report``.
+    Returns (phi as float64 of shape (n,), v_empty)."""
+    layer = game_report["layer"]
+    started = time.perf_counter()
+    explanation = quick.explain(
+        image,
+        target,
+        value="prob",
+        baseline="zero",
+        block_size=block_size,
+        seed=args.reference_seed,
+    )
+    reference = explanation.refine(orderings_for(args.reference_budget, n, 2))
+    ref = reference.phi.ravel().astype(np.float64)
+    stderr = np.asarray(reference.stderr, dtype=np.float64).ravel()
+    game_report["reference_variance"][image_id] = float(np.mean(stderr**2))
+    game_report["players"] = n
+    game_report["references"] = [r for r in game_report["references"] if r["image"] != image_id]
+    game_report["references"].append(
+        {
+            "image": image_id,
+            "target": target,
+            "path": explanation.path,
+            "orderings": reference.n_orderings,
+            "evaluations": reference.n_evaluations,
+            "seconds": time.perf_counter() - started,
+            "mean_squared_stderr": game_report["reference_variance"][image_id],
+            "max_stderr": float(stderr.max()),
+            "mean_abs_phi": float(np.abs(ref).mean()),
+            "v_full_minus_v_empty": float(ref.sum()),
+        }
+    )
+    print(
+        f"{layer}:{block_size} {image_id}: n={n}, reference {reference.n_orderings} orderings "
+        f"in {game_report['references'][-1]['seconds']:.1f} s, noise floor "
+        f"{game_report['reference_variance'][image_id]:.3g}",
+        flush=True,
+    )
+    return ref, reference.v_empty
+
+
 def run_game(model, images, layer, block_size, args, report, game_report) -> None:
     from shapcam_widgets import ShapCAM
 
@@ -241,50 +304,38 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
     general = ShapCAM(model, layer, device=device, path="general")
     quick = ShapCAM(model, layer, device=device, path="auto")
     records, reference_var = game_report["runs"], game_report["reference_variance"]
+    reference_phi = game_report.setdefault("reference_phi", {})
+    done = {(r["image"], r["budget"], r["seed"], r["estimator"]) for r in records}
     for image_id, image in images:
+        wanted = [
+            (budget, seed, name)
+            for budget in args.budgets
+            for seed in args.seeds
+            for name in args.estimators
+            if (image_id, budget, seed, name) not in done
+        ]
+        if not wanted:
+            print(f"{layer}:{block_size} {image_id}: done in {args.out.name}", flush=True)
+            continue
         game = general.game(image, None, value="prob", baseline="zero", block_size=block_size)
         n, target = game.n_players, game.target
         batch_size = general.explain(
             image, target, value="prob", baseline="zero", block_size=block_size
         ).batch_size
-        started = time.perf_counter()
-        explanation = quick.explain(
-            image,
-            target,
-            value="prob",
-            baseline="zero",
-            block_size=block_size,
-            seed=args.reference_seed,
-        )
-        reference = explanation.refine(orderings_for(args.reference_budget, n, 2))
-        ref = reference.phi.ravel().astype(np.float64)
-        stderr = np.asarray(reference.stderr, dtype=np.float64).ravel()
-        reference_var[image_id] = float(np.mean(stderr**2))
-        game_report["players"] = n
-        game_report["references"].append(
-            {
-                "image": image_id,
-                "target": target,
-                "path": explanation.path,
-                "orderings": reference.n_orderings,
-                "evaluations": reference.n_evaluations,
-                "seconds": time.perf_counter() - started,
-                "mean_squared_stderr": reference_var[image_id],
-                "max_stderr": float(stderr.max()),
-                "mean_abs_phi": float(np.abs(ref).mean()),
-                "v_full_minus_v_empty": float(ref.sum()),
-            }
-        )
-        v_empty = reference.v_empty
-        print(
-            f"{layer}:{block_size} {image_id}: n={n}, reference {reference.n_orderings} orderings "
-            f"in {game_report['references'][-1]['seconds']:.1f} s, noise floor "
-            f"{reference_var[image_id]:.3g}",
-            flush=True,
-        )
+        if image_id in reference_phi:  # resumed: the reference this report measured
+            ref = np.asarray(reference_phi[image_id], dtype=np.float64)
+            v_empty = game_report["reference_v_empty"][image_id]
+        else:
+            ref, v_empty = _reference(
+                quick, image_id, image, target, block_size, n, args, game_report
+            )
+            reference_phi[image_id] = ref.tolist()
+            game_report.setdefault("reference_v_empty", {})[image_id] = v_empty
         for budget in args.budgets:
             for seed in args.seeds:
                 for name in args.estimators:
+                    if (budget, seed, name) not in wanted:
+                        continue
                     record = {"image": image_id, "budget": budget, "seed": seed, "estimator": name}
                     started = time.perf_counter()
                     try:
@@ -314,9 +365,10 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
                 ),
                 flush=True,
             )
-        game_report["images"].append(image_id)
+        if image_id not in game_report["images"]:
+            game_report["images"].append(image_id)
         game_report["table"] = summarize(records, reference_var)
-        report["scope"] = _scope(args, report)
+        report["scope"] = _scope(report)
         _write(args.out, report)
 
 
@@ -346,6 +398,97 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _empty_game(layer: str, block_size: int) -> dict:
+    return {
+        "layer": layer,
+        "block_size": block_size,
+        "players": None,
+        "images": [],
+        "references": [],
+        "reference_variance": {},
+        "reference_phi": {},
+        "reference_v_empty": {},
+        "table": {},
+        "runs": [],
+    }
+
+
+#: Settings two reports must share to be resumed or merged: their errors are comparable.
+SHARED_SETTINGS = ("model", "value", "baseline", "target", "reference_budget", "reference_seed")
+
+
+def _union(*lists) -> list:
+    return list(dict.fromkeys(item for items in lists for item in items))
+
+
+def _resumed(previous: dict, report: dict, parser) -> dict:
+    """``previous`` (the report in --out) with this run's settings added to its own."""
+    for key in SHARED_SETTINGS:
+        if previous["settings"][key] != report["settings"][key]:
+            parser.error(
+                f"--resume: {key} is {report['settings'][key]!r} here but "
+                f"{previous['settings'][key]!r} in the report; use another --out"
+            )
+    settings, new = previous["settings"], report["settings"]
+    for key in ("budgets", "seeds", "layers"):
+        settings[key] = sorted(_union(settings[key], new[key]))
+    settings["estimators"] = _union(settings["estimators"], new["estimators"])
+    settings["images"] = max(settings["images"], new["images"])
+    settings["command"] = f"{settings['command']}; then {new['command']}"
+    previous["note"] = report["note"] or previous["note"]
+    previous["machine"], previous["versions"] = report["machine"], report["versions"]
+    previous.setdefault("seconds", 0.0)
+    return previous
+
+
+def merge(reports: list[dict], paths) -> dict:
+    """One report from several (shards of one study, or runs of other layers): the runs of
+    each game, without repeats, and tables recomputed over all of them."""
+    first = reports[0]
+    for path, other in zip(paths, reports, strict=True):
+        for key in SHARED_SETTINGS:
+            if other["settings"][key] != first["settings"][key]:
+                raise SystemExit(
+                    f"{path}: {key} is {other['settings'][key]!r}, "
+                    f"not {first['settings'][key]!r} as in {paths[0]}"
+                )
+    games: dict[tuple, dict] = {}
+    for report in reports:
+        for game in report["games"]:
+            key = (game["layer"], game["block_size"])
+            merged = games.setdefault(key, _empty_game(*key))
+            merged["players"] = merged["players"] or game["players"]
+            merged["images"] = _union(merged["images"], game["images"])
+            seen = {r["image"] for r in merged["references"]}
+            merged["references"] += [r for r in game["references"] if r["image"] not in seen]
+            for name in ("reference_variance", "reference_phi", "reference_v_empty"):
+                merged[name] = {**game.get(name, {}), **merged[name]}
+            seen = {(r["image"], r["budget"], r["seed"], r["estimator"]) for r in merged["runs"]}
+            merged["runs"] += [
+                r
+                for r in game["runs"]
+                if (r["image"], r["budget"], r["seed"], r["estimator"]) not in seen
+            ]
+    for game in games.values():
+        game["images"].sort()
+        game["table"] = summarize(game["runs"], game["reference_variance"])
+    settings = dict(first["settings"])
+    for key in ("budgets", "seeds", "layers"):
+        settings[key] = sorted(_union(*(r["settings"][key] for r in reports)))
+    settings["estimators"] = _union(*(r["settings"]["estimators"] for r in reports))
+    settings["images"] = max(len(g["images"]) for g in games.values())
+    settings["merged_from"] = [str(path) for path in paths]
+    report = {
+        **first,
+        "note": " | ".join(_union(*([r["note"]] for r in reports if r["note"]))),
+        "settings": settings,
+        "games": list(games.values()),
+        "seconds": sum(r.get("seconds", 0.0) for r in reports),
+    }
+    report["scope"] = _scope(report)
+    return report
+
+
 def _write(path: Path, report: dict) -> None:
     path.write_text(json.dumps(report, indent=1) + "\n")
 
@@ -364,7 +507,35 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=HERE / "estimators.json")
     parser.add_argument("--note", default="", help="a remark stored in the report")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in --out and add only the missing ones",
+    )
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="K/N",
+        help="run images K, K + N, K + 2N, ... only (K from 0): N processes can share a GPU; "
+        "--merge joins their reports",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="join these reports (shards, or runs of other layers) into --out; runs nothing",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        report = merge([json.loads(path.read_text()) for path in args.merge], args.merge)
+        _write(args.out, report)
+        print(markdown(report))
+        print(f"wrote {args.out}")
+        return report
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    if not 0 <= shard < shards:
+        parser.error(f"--shard {args.shard}: K must be in 0 to N - 1")
     unknown = [name for name in args.estimators + args.skip if name not in ESTIMATORS]
     if unknown:
         parser.error(f"unknown estimators {unknown}; known: {list(ESTIMATORS)}")
@@ -380,7 +551,10 @@ def main(argv=None) -> dict:
     model, preprocess = load_model("efficientnet_lite0")
     model = model.to(args.device).eval()
     dataset = ImageNetLOC(args.data, limit=args.images)
-    images = [(s.image_id, preprocess(dataset.load(s)).to(args.device)) for s in dataset.samples]
+    images = [
+        (s.image_id, preprocess(dataset.load(s)).to(args.device))
+        for s in dataset.samples[shard::shards]
+    ]
     report = {
         "description": __doc__.split("\n\n")[0],
         "note": args.note,
@@ -400,6 +574,7 @@ def main(argv=None) -> dict:
             "estimators": args.estimators,
             "absent_estimators": ABSENT,
             "device": args.device,
+            "shard": args.shard,
             "command": " ".join(
                 ["python -m benchmarks.estimators", *(sys.argv[1:] if argv is None else argv)]
             ),
@@ -414,23 +589,22 @@ def main(argv=None) -> dict:
         f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
         + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""),
         "games": [],
+        "seconds": 0.0,
     }
+    if args.resume and args.out.exists():
+        report = _resumed(json.loads(args.out.read_text()), report, parser)
     for text in args.layers:
         layer, block_size = parse_layer(text)
-        game_report = {
-            "layer": layer,
-            "block_size": block_size,
-            "players": None,
-            "images": [],
-            "references": [],
-            "reference_variance": {},
-            "table": {},
-            "runs": [],
-        }
-        report["games"].append(game_report)
+        game_report = next(
+            (g for g in report["games"] if (g["layer"], g["block_size"]) == (layer, block_size)),
+            None,
+        )
+        if game_report is None:
+            game_report = _empty_game(layer, block_size)
+            report["games"].append(game_report)
         run_game(model, images, layer, block_size, args, report, game_report)
-    report["seconds"] = time.perf_counter() - started
-    report["scope"] = _scope(args, report)
+    report["seconds"] += time.perf_counter() - started
+    report["scope"] = _scope(report)
     _write(args.out, report)
     print(markdown(report))
     print(f"wrote {args.out}")

@@ -214,3 +214,49 @@ def test_summary_ratios_and_noise_floor():
     text = est.markdown(report)
     assert "| 10 | x | 6 | 5.5 | 3.00 | 10 | 1.0 |" in text
     assert "| 10 | y | failed: E: no |" in text
+
+
+def _shard(image: str, mse: float, seconds: float) -> dict:
+    runs = [
+        {"image": image, "seed": 0, "budget": 10, "estimator": name, "mse": mse * factor,
+         "evaluations": 10, "seconds": 1.0}
+        for name, factor in ((est.OURS, 1.0), ("x", 2.0))
+    ]  # fmt: skip
+    settings = {
+        "model": "m", "value": "prob", "baseline": "zero", "target": "top-1 class",
+        "reference_budget": 40, "reference_seed": 1, "budgets": [10], "seeds": [0],
+        "layers": ["l"], "estimators": [est.OURS, "x"], "images": 1,
+    }  # fmt: skip
+    game = {
+        "layer": "l", "block_size": 1, "players": 3, "images": [image],
+        "references": [{"image": image}], "reference_variance": {image: 0.0},
+        "reference_phi": {image: [0.1, 0.2, 0.3]}, "reference_v_empty": {image: 0.0},
+        "table": {}, "runs": runs,
+    }  # fmt: skip
+    return {"note": "", "settings": settings, "games": [game], "seconds": seconds}
+
+
+def test_merging_shards_joins_their_runs_once_and_recomputes_the_table():
+    a, b = _shard("a", 1.0, 5.0), _shard("b", 3.0, 7.0)
+    report = est.merge([a, b, a], ["a.json", "b.json", "a-again.json"])
+    (game,) = report["games"]
+    assert game["images"] == ["a", "b"]
+    assert len(game["runs"]) == 4 and len(game["references"]) == 2
+    assert game["table"]["10"]["x"]["ratio_to_ours"] == pytest.approx(2.0)
+    assert game["table"]["10"][est.OURS]["mse"] == pytest.approx(2.0)  # mean of 1 and 3
+    assert report["settings"]["images"] == 2
+    assert report["scope"]["images_done"] == {"l:1": {"10": 2}}
+    assert report["seconds"] == pytest.approx(17.0)
+
+
+def test_merging_refuses_reports_whose_errors_are_not_comparable():
+    a, b = _shard("a", 1.0, 5.0), _shard("b", 3.0, 7.0)
+    b["settings"]["reference_budget"] = 80
+    with pytest.raises(SystemExit, match="b.json: reference_budget is 80, not 40"):
+        est.merge([a, b], ["a.json", "b.json"])
+
+
+def test_an_image_missing_a_seed_is_not_counted_done():
+    report = _shard("a", 1.0, 5.0)
+    report["settings"]["seeds"] = [0, 1]
+    assert est._images_done(report["games"][0], report["settings"]) == {"10": 0}
