@@ -158,3 +158,33 @@ def test_the_check_runs_once_per_grid_and_block_size(monkeypatch):
     for _ in range(2):  # checked, and refused, every time
         assert wrong.attribute(IMAGE, 3, n_samples=2).path == "general"
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize(("spatial", "block_size", "tabled"), [
+    ("3x3 depthwise", 1, True),
+    ("two 3x3 (radius 2)", 2, True),  # not affine: the middle runs on the whole map
+    ("dilated 3x3 (radius 2)", 1, False),  # 2^25 patterns per cell: no table
+])  # fmt: skip
+def test_walks_with_and_without_the_pattern_table_value_every_coalition(
+    spatial, block_size, tabled
+):
+    """Each cell's last-part output is looked up by the pattern of players present around
+    it where the table fits; walked twice (the second time from the table), every
+    coalition along 6 orderings has the general path's value."""
+    from shapcam_widgets.cam.localpath import LocalLayerGame
+
+    explainer = ShapCAM(_net(SPATIAL[spatial]), "layer", path="local")
+    game = explainer.game(IMAGE, 3, block_size=block_size)
+    local = LocalLayerGame(game, explainer.local_tail, 64)
+    assert (local.table is not None) == tabled
+    n = game.n_players
+    orders = torch.rand(6, n, generator=torch.Generator().manual_seed(0)).argsort(dim=1)
+    ranks = torch.empty_like(orders).scatter_(1, orders, torch.arange(n).expand(6, n))
+    masks = ranks[:, None, :] < torch.arange(1, n)[None, :, None]  # (6, n - 1, n)
+    general = local(masks.flatten(0, 1)).double().view(6, n - 1)
+    for _ in range(2):
+        np.testing.assert_allclose(local.walk(orders), general, atol=1e-6)
+    if tabled:  # patterns met again were looked up: fewer rows than cells visited
+        visits = int(local.footprint_counts[orders[:, :-1]].sum())
+        cells = game.cells[0] * game.cells[1]
+        assert local.table.n_rows - cells < visits
