@@ -49,9 +49,11 @@ class LocalLayerGame:
         self.general_batch_size = general_batch_size
         h, w = game.cells
         with torch.inference_mode():
-            # the first part's output per cell, as rows (h w, C1): present and absent
-            self.present = _rows(tail.first(game.activation))[0]
-            self.absent = _rows(tail.first(game.baseline))[0]
+            # the first part's output per cell, as contiguous rows (h w, C1): present and
+            # absent (maps made of such rows are channels last, where depthwise
+            # convolutions run about 10x faster on the CPU than on channels-first maps)
+            self.present = _rows(tail.first(game.activation))[0].contiguous()
+            self.absent = _rows(tail.first(game.baseline))[0].contiguous()
             middle = tail.middle(_image(self.absent[None], (h, w)))
             if tuple(middle.shape[2:]) != (h, w):
                 raise ShapCAMError(
