@@ -490,7 +490,10 @@ def merge(reports: list[dict], paths) -> dict:
 
 
 def _write(path: Path, report: dict) -> None:
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    """Written whole or not at all: a run stopped at a deadline leaves the last report."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(partial, path)
 
 
 def main(argv=None) -> dict:
