@@ -25,7 +25,9 @@ def lite0_and_cat(lite0, chelsea):
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
-@pytest.mark.parametrize(("layer", "path"), [("blocks.5", "general"), ("blocks.6", "fast")])
+@pytest.mark.parametrize(
+    ("layer", "path"), [("blocks.5", "general"), ("blocks.5", "local"), ("blocks.6", "fast")]
+)
 def test_cuda_equals_cpu(lite0_and_cat, layer, path):
     model, x = lite0_and_cat
     results = {}
