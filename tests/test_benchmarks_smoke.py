@@ -102,3 +102,33 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
         assert entry["evaluations_per_second"] > 0 and entry["ratio_to_raw_forward"] > 0
     assert [e["path"] for e in report["scenarios"]] == ["general"] * 3 + ["fast", "local"]
     assert len(report["images"]) == 2 and out.exists()
+
+
+def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
+    """Two shards of a tiny study merge into one report; a resumed run adds a seed without
+    running again what is there (each image's reference is reused, not recomputed)."""
+    from benchmarks import estimators
+    from shapcam_widgets.evaluation.data import resolve_root
+
+    if not (resolve_root() / "LOC_val_solution.csv").exists():
+        pytest.skip("the ImageNet subset is not here")
+    tiny = ["--images", "2", "--budgets", "100", "--layers", "blocks.6"]
+    tiny += ["--reference-budget", "400", "--estimators", "ours plain"]
+    shards = [tmp_path / f"shard-{k}.json" for k in range(2)]
+    for k, shard in enumerate(shards):
+        estimators.main([*tiny, "--seeds", "0", "--shard", f"{k}/2", "--out", str(shard)])
+    merged = tmp_path / "merged.json"
+    report = estimators.main(["--merge", *map(str, shards), "--out", str(merged)])
+    (game,) = report["games"]
+    assert len(game["images"]) == 2 and len(game["runs"]) == 4  # 2 images x 2 estimators
+    assert report["scope"]["images_done"] == {"blocks.6:1": {"100": 2}}
+
+    def no_reference(*args):
+        raise AssertionError("a resumed image's reference was computed again")
+
+    monkeypatch.setattr(estimators, "_reference", no_reference)
+    report = estimators.main([*tiny, "--seeds", "0", "1", "--resume", "--out", str(merged)])
+    (game,) = report["games"]
+    assert len(game["runs"]) == 8 and len(game["references"]) == 2
+    assert report["settings"]["seeds"] == [0, 1]
+    assert len({(r["image"], r["seed"], r["estimator"]) for r in game["runs"]}) == 8
