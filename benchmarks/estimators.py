@@ -305,6 +305,13 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
     quick = ShapCAM(model, layer, device=device, path="auto")
     records, reference_var = game_report["runs"], game_report["reference_variance"]
     reference_phi = game_report.setdefault("reference_phi", {})
+    # a failed run (a package missing, say) of an image and estimator of this run runs again
+    ids = {image_id for image_id, _ in images}
+    records[:] = [
+        r
+        for r in records
+        if "error" not in r or r["image"] not in ids or r["estimator"] not in args.estimators
+    ]
     done = {(r["image"], r["budget"], r["seed"], r["estimator"]) for r in records}
     for image_id, image in images:
         wanted = [
@@ -513,7 +520,8 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="keep the runs already in --out and add only the missing ones",
+        help="keep the runs already in --out and add only the missing ones (and run again "
+        "those that failed)",
     )
     parser.add_argument(
         "--shard",

