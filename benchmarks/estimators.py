@@ -168,8 +168,13 @@ def parse_layer(text: str) -> tuple[str, int]:
 
 
 def _images_done(game: dict, settings: dict) -> dict[str, int]:
-    """Per budget, how many images of ``game`` have a run of every estimator and seed."""
-    runs = {(r["image"], r["budget"], r["seed"], r["estimator"]) for r in game["runs"]}
+    """Per budget, how many images of ``game`` have a run of every estimator and seed that
+    did not fail."""
+    runs = {
+        (r["image"], r["budget"], r["seed"], r["estimator"])
+        for r in game["runs"]
+        if "error" not in r
+    }
     return {
         str(budget): sum(
             all(

@@ -256,7 +256,11 @@ def test_merging_refuses_reports_whose_errors_are_not_comparable():
         est.merge([a, b], ["a.json", "b.json"])
 
 
-def test_an_image_missing_a_seed_is_not_counted_done():
+def test_an_image_missing_a_seed_or_with_a_failed_run_is_not_counted_done():
+    report = _shard("a", 1.0, 5.0)
+    assert est._images_done(report["games"][0], report["settings"]) == {"10": 1}
+    report["games"][0]["runs"][1] = {**report["games"][0]["runs"][1], "error": "E: no"}
+    assert est._images_done(report["games"][0], report["settings"]) == {"10": 0}
     report = _shard("a", 1.0, 5.0)
     report["settings"]["seeds"] = [0, 1]
     assert est._images_done(report["games"][0], report["settings"]) == {"10": 0}
