@@ -454,8 +454,9 @@ def _resumed(previous: dict, report: dict, parser) -> dict:
 
 
 def merge(reports: list[dict], paths) -> dict:
-    """One report from several (shards of one study, or runs of other layers): the runs of
-    each game, without repeats, and tables recomputed over all of them."""
+    """One report from several (shards of one study, runs of other layers or estimators):
+    the runs of each game, without repeats (a run that ran is kept over one that failed),
+    and tables recomputed over all of them."""
     first = reports[0]
     for path, other in zip(paths, reports, strict=True):
         for key in SHARED_SETTINGS:
@@ -475,12 +476,12 @@ def merge(reports: list[dict], paths) -> dict:
             merged["references"] += [r for r in game["references"] if r["image"] not in seen]
             for name in ("reference_variance", "reference_phi", "reference_v_empty"):
                 merged[name] = {**game.get(name, {}), **merged[name]}
-            seen = {(r["image"], r["budget"], r["seed"], r["estimator"]) for r in merged["runs"]}
-            merged["runs"] += [
-                r
-                for r in game["runs"]
-                if (r["image"], r["budget"], r["seed"], r["estimator"]) not in seen
-            ]
+            runs = {(r["image"], r["budget"], r["seed"], r["estimator"]): r for r in merged["runs"]}
+            for run in game["runs"]:  # the first of each; a run that ran beats one that failed
+                key = (run["image"], run["budget"], run["seed"], run["estimator"])
+                if key not in runs or ("error" in runs[key] and "error" not in run):
+                    runs[key] = run
+            merged["runs"] = list(runs.values())
     for game in games.values():
         game["images"].sort()
         game["table"] = summarize(game["runs"], game["reference_variance"])

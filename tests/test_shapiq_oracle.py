@@ -249,6 +249,16 @@ def test_merging_shards_joins_their_runs_once_and_recomputes_the_table():
     assert report["seconds"] == pytest.approx(17.0)
 
 
+def test_merging_keeps_a_run_that_ran_over_one_that_failed():
+    failed, ran = _shard("a", 1.0, 5.0), _shard("a", 1.0, 5.0)
+    failed["games"][0]["runs"][1] = {"image": "a", "seed": 0, "budget": 10, "estimator": "x",
+                                     "error": "ImportError: lightgbm", "seconds": 0.0}  # fmt: skip
+    ran["games"][0]["runs"][1]["mse"] = 7.0
+    (game,) = est.merge([failed, ran], ["failed.json", "ran.json"])["games"]
+    assert len(game["runs"]) == 2
+    assert game["table"]["10"]["x"]["ratio_to_ours"] == pytest.approx(7.0)
+
+
 def test_merging_refuses_reports_whose_errors_are_not_comparable():
     a, b = _shard("a", 1.0, 5.0), _shard("b", 3.0, 7.0)
     b["settings"]["reference_budget"] = 80
