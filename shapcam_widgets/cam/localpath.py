@@ -65,13 +65,12 @@ class LocalLayerGame:
         self.cells_of, self.cell_counts = _padded(
             [torch.nonzero(game.player_of_cell == p).flatten().cpu() for p in range(self.n_players)]
         )
-        self.footprint_of, self.footprint_counts = _padded(
-            [_footprint(cells, (h, w), tail.radius) for cells in self._player_cells()]
-        )
+        footprints = [_footprint(cells, (h, w), tail.radius) for cells in self._player_cells()]
+        self.footprint_of, self.footprint_counts = _padded(footprints)
         #: (n, F, Cm): what adding each player adds to the middle's output on its
         #: footprint (padding slots unused); None when the middle is not affine
         self.middle_change = self._middle_changes() if tail.affine_middle else None
-        self.table = _PatternTable.build(self, h * w)
+        self.table = _PatternTable.build(footprints, h * w, self.footprint_of, self.empty_features)
 
     @torch.inference_mode()
     def _middle_changes(self, chunk: int = 64) -> torch.Tensor:
@@ -163,7 +162,8 @@ class LocalLayerGame:
                 old_keys = keys.index_select(0, footprint)
                 new_keys = old_keys + bit_of.flatten().index_select(0, slot_rows)
                 keys.index_copy_(0, footprint, new_keys)
-                new, old = table.lookup(new_keys, last), table.lookup(old_keys, last)
+                # the keys before this step were all met: at the start, or at an earlier step
+                new, old = table.lookup(new_keys, last), table.known(old_keys)
             change = torch.zeros(n_orders, new.shape[1], device=device, dtype=new.dtype)
             change.index_add_(0, kept // len(slots), new - old)
             pooled += change.double()
@@ -217,40 +217,40 @@ class _PatternTable:
         self.n_rows = len(empty_keys)
 
     @classmethod
-    def build(cls, local: "LocalLayerGame", cells: int) -> "_PatternTable | None":
-        """The table for ``local``'s footprints, or None when it could hold more than
+    def build(cls, footprints, cells, footprint_of, empty_features) -> "_PatternTable | None":
+        """The table for the players' ``footprints`` (lists of cells; padded as
+        ``footprint_of``) on a map of ``cells`` cells, or None when it could hold more than
         ``MAX_BYTES`` (large radii: a 5 x 5 neighbourhood has 2^25 patterns per cell)."""
+        footprints = [footprint.tolist() for footprint in footprints]
         holders = [[] for _ in range(cells)]  # per cell, the players whose footprint holds it
-        footprints = [
-            local.footprint_of[p, : local.footprint_counts[p]].tolist()
-            for p in range(local.n_players)
-        ]
         for player, footprint in enumerate(footprints):
             for cell in footprint:
                 holders[cell].append(player)
         sizes = [2 ** len(players) for players in holders]
-        if sum(sizes) * local.empty_features.shape[1] * 4 > cls.MAX_BYTES:
+        if sum(sizes) * empty_features.shape[1] * 4 > cls.MAX_BYTES:
             return None
-        bit_of = torch.zeros_like(local.footprint_of)  # (n, F): padding slots add nothing
+        bit_of = torch.zeros_like(footprint_of)  # (n, F): padding slots add nothing
         for player, footprint in enumerate(footprints):
             for slot, cell in enumerate(footprint):
                 bit_of[player, slot] = 2 ** holders[cell].index(player)
-        offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0).to(local.present.device)
-        return cls(bit_of, offsets, sum(sizes), local.empty_features)
+        offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0).to(empty_features.device)
+        return cls(bit_of, offsets, sum(sizes), empty_features)
 
     def lookup(self, keys: torch.Tensor, last) -> torch.Tensor:
         """(N, C3) rows of ``keys``; ``last(positions)`` computes those of keys[positions]
         not met before (once per distinct key)."""
-        rows = self.row_of.index_select(0, keys)
-        missing = (rows < 0).nonzero().squeeze(1)
+        missing = (self.row_of.index_select(0, keys) < 0).nonzero().squeeze(1)
         if len(missing):
             distinct, inverse = torch.unique(keys[missing], return_inverse=True)
             first = torch.full_like(distinct, len(missing)).scatter_reduce_(
                 0, inverse, torch.arange(len(missing), device=keys.device), "amin"
             )
             self._add(distinct, last(missing[first]))
-            rows = self.row_of.index_select(0, keys)
-        return self.rows.index_select(0, rows)
+        return self.known(keys)
+
+    def known(self, keys: torch.Tensor) -> torch.Tensor:
+        """(N, C3) rows of ``keys``, all met before."""
+        return self.rows.index_select(0, self.row_of.index_select(0, keys))
 
     def _add(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         added = torch.arange(self.n_rows, self.n_rows + len(keys), device=keys.device)
