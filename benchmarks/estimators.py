@@ -167,14 +167,15 @@ def parse_layer(text: str) -> tuple[str, int]:
     return name, int(block) if block else 1
 
 
+def _run_key(run: dict) -> tuple:
+    """What one run measured: (image, budget, seed, estimator)."""
+    return run["image"], run["budget"], run["seed"], run["estimator"]
+
+
 def _images_done(game: dict, settings: dict) -> dict[str, int]:
     """Per budget, how many images of ``game`` have a run of every estimator and seed that
     did not fail."""
-    runs = {
-        (r["image"], r["budget"], r["seed"], r["estimator"])
-        for r in game["runs"]
-        if "error" not in r
-    }
+    runs = {_run_key(r) for r in game["runs"] if "error" not in r}
     return {
         str(budget): sum(
             all(
@@ -317,7 +318,7 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
         for r in records
         if "error" not in r or r["image"] not in ids or r["estimator"] not in args.estimators
     ]
-    done = {(r["image"], r["budget"], r["seed"], r["estimator"]) for r in records}
+    done = {_run_key(r) for r in records}
     for image_id, image in images:
         wanted = [
             (budget, seed, name)
@@ -433,20 +434,33 @@ def _union(*lists) -> list:
     return list(dict.fromkeys(item for items in lists for item in items))
 
 
+def _differing_setting(settings: dict, other: dict) -> str | None:
+    """The first of ``SHARED_SETTINGS`` on which two reports' settings differ, if any."""
+    return next((key for key in SHARED_SETTINGS if settings[key] != other[key]), None)
+
+
+def _joined_settings(all_settings: list[dict]) -> dict:
+    """The first settings, with the budgets, seeds, layers and estimators of all."""
+    settings = dict(all_settings[0])
+    for key in ("budgets", "seeds", "layers"):
+        settings[key] = sorted(_union(*(s[key] for s in all_settings)))
+    settings["estimators"] = _union(*(s["estimators"] for s in all_settings))
+    return settings
+
+
 def _resumed(previous: dict, report: dict, parser) -> dict:
     """``previous`` (the report in --out) with this run's settings added to its own."""
-    for key in SHARED_SETTINGS:
-        if previous["settings"][key] != report["settings"][key]:
-            parser.error(
-                f"--resume: {key} is {report['settings'][key]!r} here but "
-                f"{previous['settings'][key]!r} in the report; use another --out"
-            )
-    settings, new = previous["settings"], report["settings"]
-    for key in ("budgets", "seeds", "layers"):
-        settings[key] = sorted(_union(settings[key], new[key]))
-    settings["estimators"] = _union(settings["estimators"], new["estimators"])
+    key = _differing_setting(report["settings"], previous["settings"])
+    if key is not None:
+        parser.error(
+            f"--resume: {key} is {report['settings'][key]!r} here but "
+            f"{previous['settings'][key]!r} in the report; use another --out"
+        )
+    new = report["settings"]
+    settings = _joined_settings([previous["settings"], new])
     settings["images"] = max(settings["images"], new["images"])
     settings["command"] = f"{settings['command']}; then {new['command']}"
+    previous["settings"] = settings
     previous["note"] = report["note"] or previous["note"]
     previous["machine"], previous["versions"] = report["machine"], report["versions"]
     previous.setdefault("seconds", 0.0)
@@ -459,12 +473,12 @@ def merge(reports: list[dict], paths) -> dict:
     and tables recomputed over all of them."""
     first = reports[0]
     for path, other in zip(paths, reports, strict=True):
-        for key in SHARED_SETTINGS:
-            if other["settings"][key] != first["settings"][key]:
-                raise SystemExit(
-                    f"{path}: {key} is {other['settings'][key]!r}, "
-                    f"not {first['settings'][key]!r} as in {paths[0]}"
-                )
+        key = _differing_setting(other["settings"], first["settings"])
+        if key is not None:
+            raise SystemExit(
+                f"{path}: {key} is {other['settings'][key]!r}, "
+                f"not {first['settings'][key]!r} as in {paths[0]}"
+            )
     games: dict[tuple, dict] = {}
     for report in reports:
         for game in report["games"]:
@@ -476,19 +490,16 @@ def merge(reports: list[dict], paths) -> dict:
             merged["references"] += [r for r in game["references"] if r["image"] not in seen]
             for name in ("reference_variance", "reference_phi", "reference_v_empty"):
                 merged[name] = {**game.get(name, {}), **merged[name]}
-            runs = {(r["image"], r["budget"], r["seed"], r["estimator"]): r for r in merged["runs"]}
+            runs = {_run_key(r): r for r in merged["runs"]}
             for run in game["runs"]:  # the first of each; a run that ran beats one that failed
-                key = (run["image"], run["budget"], run["seed"], run["estimator"])
+                key = _run_key(run)
                 if key not in runs or ("error" in runs[key] and "error" not in run):
                     runs[key] = run
             merged["runs"] = list(runs.values())
     for game in games.values():
         game["images"].sort()
         game["table"] = summarize(game["runs"], game["reference_variance"])
-    settings = dict(first["settings"])
-    for key in ("budgets", "seeds", "layers"):
-        settings[key] = sorted(_union(*(r["settings"][key] for r in reports)))
-    settings["estimators"] = _union(*(r["settings"]["estimators"] for r in reports))
+    settings = _joined_settings([r["settings"] for r in reports])
     settings["images"] = max(len(g["images"]) for g in games.values())
     settings["merged_from"] = [str(path) for path in paths]
     report = {
