@@ -172,19 +172,27 @@ def _run_key(run: dict) -> tuple:
     return run["image"], run["budget"], run["seed"], run["estimator"]
 
 
+def _seeds_run(game: dict, budget: int) -> list[int]:
+    """The seeds of the runs of ``game`` at ``budget`` (a budget can be run with fewer
+    seeds than another: 16k with one, say)."""
+    return sorted({r["seed"] for r in game["runs"] if r["budget"] == budget})
+
+
 def _images_done(game: dict, settings: dict) -> dict[str, int]:
-    """Per budget, how many images of ``game`` have a run of every estimator and seed that
-    did not fail."""
+    """Per budget, how many images of ``game`` have a run of every estimator, for every seed
+    run at that budget, that did not fail."""
     runs = {_run_key(r) for r in game["runs"] if "error" not in r}
     return {
         str(budget): sum(
             all(
                 (image, budget, seed, name) in runs
-                for seed in settings["seeds"]
+                for seed in _seeds_run(game, budget)
                 for name in settings["estimators"]
             )
             for image in game["images"]
         )
+        if _seeds_run(game, budget)
+        else 0
         for budget in settings["budgets"]
     }
 
@@ -193,6 +201,10 @@ def _scope(report: dict) -> dict:
     """What of the full study this report holds and what it does not (yet)."""
     settings, not_done = report["settings"], []
     done = {f"{g['layer']}:{g['block_size']}": _images_done(g, settings) for g in report["games"]}
+    seeds = {
+        f"{g['layer']}:{g['block_size']}": {str(b): _seeds_run(g, b) for b in settings["budgets"]}
+        for g in report["games"]
+    }
     for layer in FULL_STUDY["layers"]:
         name, block = parse_layer(layer)
         counts = done.get(f"{name}:{block}")
@@ -204,6 +216,12 @@ def _scope(report: dict) -> dict:
                 not_done.append(
                     f"game {layer}, budget {budget}: images {count + 1} to {FULL_STUDY['images']}"
                 )
+            missing = [s for s in settings["seeds"] if s not in seeds[f"{name}:{block}"][budget]]
+            if missing and count:
+                not_done.append(
+                    f"game {layer}, budget {budget}: seed{'s' * (len(missing) > 1)} "
+                    + ", ".join(map(str, missing))
+                )
     absent = [b for b in FULL_STUDY["budgets"] if b not in settings["budgets"]]
     if absent:
         not_done.append("budgets " + ", ".join(map(str, absent)))
@@ -213,6 +231,7 @@ def _scope(report: dict) -> dict:
     return {
         "complete": not not_done,
         "images_done": done,
+        "seeds_done": seeds,
         "not_done": not_done,
         "full_study": FULL_STUDY,
     }

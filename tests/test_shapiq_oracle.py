@@ -271,6 +271,23 @@ def test_an_image_missing_a_seed_or_with_a_failed_run_is_not_counted_done():
     assert est._images_done(report["games"][0], report["settings"]) == {"10": 1}
     report["games"][0]["runs"][1] = {**report["games"][0]["runs"][1], "error": "E: no"}
     assert est._images_done(report["games"][0], report["settings"]) == {"10": 0}
-    report = _shard("a", 1.0, 5.0)
+    report = est.merge([_shard("a", 1.0, 5.0), _shard("b", 1.0, 5.0)], ["a.json", "b.json"])
+    report["games"][0]["runs"] += [{**r, "seed": 1} for r in report["games"][0]["runs"][:2]]
+    assert {r["image"] for r in report["games"][0]["runs"][-2:]} == {"a"}
     report["settings"]["seeds"] = [0, 1]
-    assert est._images_done(report["games"][0], report["settings"]) == {"10": 0}
+    assert est._images_done(report["games"][0], report["settings"]) == {"10": 1}  # b: seed 0
+
+
+def test_a_budget_run_with_fewer_seeds_counts_its_images_and_names_the_missing_seeds(
+    monkeypatch,
+):
+    monkeypatch.setitem(est.FULL_STUDY, "layers", ["l"])
+    report = est.merge([_shard("a", 1.0, 5.0), _shard("b", 1.0, 5.0)], ["a.json", "b.json"])
+    game = report["games"][0]
+    game["runs"] += [{**r, "budget": 40, "seed": 1} for r in game["runs"][:2]]  # image a
+    report["settings"].update(budgets=[10, 40], seeds=[0, 1])
+    scope = est._scope(report)
+    assert scope["images_done"] == {"l:1": {"10": 2, "40": 1}}
+    assert scope["seeds_done"] == {"l:1": {"10": [0], "40": [1]}}
+    assert "game l, budget 10: seed 1" in scope["not_done"]
+    assert "game l, budget 40: seed 0" in scope["not_done"]
