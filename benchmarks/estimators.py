@@ -182,19 +182,19 @@ def _images_done(game: dict, settings: dict) -> dict[str, int]:
     """Per budget, how many images of ``game`` have a run of every estimator, for every seed
     run at that budget, that did not fail."""
     runs = {_run_key(r) for r in game["runs"] if "error" not in r}
-    return {
-        str(budget): sum(
-            all(
+    done = {}
+    for budget in settings["budgets"]:
+        seeds = _seeds_run(game, budget)  # none: no image is done (all() of nothing is True)
+        done[str(budget)] = sum(
+            bool(seeds)
+            and all(
                 (image, budget, seed, name) in runs
-                for seed in _seeds_run(game, budget)
+                for seed in seeds
                 for name in settings["estimators"]
             )
             for image in game["images"]
         )
-        if _seeds_run(game, budget)
-        else 0
-        for budget in settings["budgets"]
-    }
+    return done
 
 
 def _scope(report: dict) -> dict:

@@ -285,9 +285,9 @@ def test_a_budget_run_with_fewer_seeds_counts_its_images_and_names_the_missing_s
     report = est.merge([_shard("a", 1.0, 5.0), _shard("b", 1.0, 5.0)], ["a.json", "b.json"])
     game = report["games"][0]
     game["runs"] += [{**r, "budget": 40, "seed": 1} for r in game["runs"][:2]]  # image a
-    report["settings"].update(budgets=[10, 40], seeds=[0, 1])
+    report["settings"].update(budgets=[10, 40, 160], seeds=[0, 1])  # 160: never run
     scope = est._scope(report)
-    assert scope["images_done"] == {"l:1": {"10": 2, "40": 1}}
-    assert scope["seeds_done"] == {"l:1": {"10": [0], "40": [1]}}
+    assert scope["images_done"] == {"l:1": {"10": 2, "40": 1, "160": 0}}
+    assert scope["seeds_done"] == {"l:1": {"10": [0], "40": [1], "160": []}}
     assert "game l, budget 10: seed 1" in scope["not_done"]
     assert "game l, budget 40: seed 0" in scope["not_done"]
