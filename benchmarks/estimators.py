@@ -489,7 +489,8 @@ def _resumed(previous: dict, report: dict, parser) -> dict:
 def merge(reports: list[dict], paths) -> dict:
     """One report from several (shards of one study, runs of other layers or estimators):
     the runs of each game, without repeats (a run that ran is kept over one that failed),
-    and tables recomputed over all of them."""
+    and tables recomputed over all of them. Its ``seconds`` are those of the runs and
+    references it keeps, each once (shards resumed from copies of one report share runs)."""
     first = reports[0]
     for path, other in zip(paths, reports, strict=True):
         key = _differing_setting(other["settings"], first["settings"])
@@ -526,7 +527,9 @@ def merge(reports: list[dict], paths) -> dict:
         "note": " | ".join(_union(*([r["note"]] for r in reports if r["note"]))),
         "settings": settings,
         "games": list(games.values()),
-        "seconds": sum(r.get("seconds", 0.0) for r in reports),
+        "seconds": sum(
+            r.get("seconds", 0.0) for g in games.values() for r in g["runs"] + g["references"]
+        ),
     }
     report["scope"] = _scope(report)
     return report

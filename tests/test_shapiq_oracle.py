@@ -229,7 +229,7 @@ def _shard(image: str, mse: float, seconds: float) -> dict:
     }  # fmt: skip
     game = {
         "layer": "l", "block_size": 1, "players": 3, "images": [image],
-        "references": [{"image": image}], "reference_variance": {image: 0.0},
+        "references": [{"image": image, "seconds": 0.5}], "reference_variance": {image: 0.0},
         "reference_phi": {image: [0.1, 0.2, 0.3]}, "reference_v_empty": {image: 0.0},
         "table": {}, "runs": runs,
     }  # fmt: skip
@@ -246,7 +246,7 @@ def test_merging_shards_joins_their_runs_once_and_recomputes_the_table():
     assert game["table"]["10"][est.OURS]["mse"] == pytest.approx(2.0)  # mean of 1 and 3
     assert report["settings"]["images"] == 2
     assert report["scope"]["images_done"] == {"l:1": {"10": 2}}
-    assert report["seconds"] == pytest.approx(17.0)
+    assert report["seconds"] == pytest.approx(5.0)  # 4 runs and 2 references, each once
 
 
 def test_merging_keeps_a_run_that_ran_over_one_that_failed():
