@@ -482,15 +482,20 @@ def _resumed(previous: dict, report: dict, parser) -> dict:
     previous["settings"] = settings
     previous["note"] = report["note"] or previous["note"]
     previous["machine"], previous["versions"] = report["machine"], report["versions"]
-    previous.setdefault("seconds", 0.0)
     return previous
+
+
+def held_seconds(games: list[dict]) -> float:
+    """A report's ``seconds``: those of the runs and references its games hold, each
+    once (model loading left out), so that a resumed or merged report counts the same."""
+    return sum(r.get("seconds", 0.0) for g in games for r in g["runs"] + g["references"])
 
 
 def merge(reports: list[dict], paths) -> dict:
     """One report from several (shards of one study, runs of other layers or estimators):
     the runs of each game, without repeats (a run that ran is kept over one that failed),
-    and tables recomputed over all of them. Its ``seconds`` are those of the runs and
-    references it keeps, each once (shards resumed from copies of one report share runs)."""
+    and tables recomputed over all of them (shards resumed from copies of one report share
+    runs: each is kept once)."""
     first = reports[0]
     for path, other in zip(paths, reports, strict=True):
         key = _differing_setting(other["settings"], first["settings"])
@@ -527,9 +532,7 @@ def merge(reports: list[dict], paths) -> dict:
         "note": " | ".join(_union(*([r["note"]] for r in reports if r["note"]))),
         "settings": settings,
         "games": list(games.values()),
-        "seconds": sum(
-            r.get("seconds", 0.0) for g in games.values() for r in g["runs"] + g["references"]
-        ),
+        "seconds": held_seconds(list(games.values())),
     }
     report["scope"] = _scope(report)
     return report
@@ -597,7 +600,6 @@ def main(argv=None) -> dict:
     from shapcam_widgets import load_model
     from shapcam_widgets.evaluation.data import ImageNetLOC
 
-    started = time.perf_counter()
     model, preprocess = load_model("efficientnet_lite0")
     model = model.to(args.device).eval()
     dataset = ImageNetLOC(args.data, limit=args.images)
@@ -653,7 +655,7 @@ def main(argv=None) -> dict:
             game_report = _empty_game(layer, block_size)
             report["games"].append(game_report)
         run_game(model, images, layer, block_size, args, report, game_report)
-    report["seconds"] += time.perf_counter() - started
+    report["seconds"] = held_seconds(report["games"])
     report["scope"] = _scope(report)
     _write(args.out, report)
     print(markdown(report))

@@ -118,12 +118,16 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     tiny = ["--images", "2", "--budgets", "100", "--layers", "blocks.6"]
     tiny += ["--reference-budget", "400", "--estimators", "ours plain"]
     shards = [tmp_path / f"shard-{k}.json" for k in range(2)]
+    shard_seconds = []
     for k, shard in enumerate(shards):
-        estimators.main([*tiny, "--seeds", "0", "--shard", f"{k}/2", "--out", str(shard)])
+        run = estimators.main([*tiny, "--seeds", "0", "--shard", f"{k}/2", "--out", str(shard)])
+        shard_seconds.append(run["seconds"])
     merged = tmp_path / "merged.json"
     report = estimators.main(["--merge", *map(str, shards), "--out", str(merged)])
     (game,) = report["games"]
     assert len(game["images"]) == 2 and len(game["runs"]) == 4  # 2 images x 2 estimators
+    # seconds mean the same in a run's report and a merged one: its runs' and references'
+    assert min(shard_seconds) > 0 and report["seconds"] == pytest.approx(sum(shard_seconds))
     assert report["scope"]["images_done"] == {"blocks.6:1": {"100": 2}}
 
     def no_reference(*args):
@@ -134,6 +138,7 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     (game,) = report["games"]
     assert len(game["runs"]) == 8 and len(game["references"]) == 2
     assert report["settings"]["seeds"] == [0, 1]
+    assert report["seconds"] == pytest.approx(estimators.held_seconds(report["games"]))
     # a failed run is run again when resumed
     failed = next(r for r in game["runs"] if r["estimator"] == "ours plain")
     failed.pop("mse")
