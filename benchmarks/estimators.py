@@ -15,6 +15,8 @@ random ordering, so each player takes every position once per n orderings), and 
 shapiq approximator of Shapley values that runs (failures are recorded with their message).
 Every estimator calls the same general-path value function through a counter: the
 evaluations it actually used are recorded (shapiq spends its budget in its own way).
+Each run and reference records the device it ran on (``--device``; on CUDA in full
+float32, TF32 off, so that a report resumed on another device differs by rounding only).
 
 Error: the mean over cells of the squared difference to a reference, our antithetic
 sampler at ``--reference-budget`` evaluations (local or fast path when there is one: the
@@ -307,6 +309,7 @@ def _reference(quick, image_id, image, target, block_size, n, args, game_report)
             "orderings": reference.n_orderings,
             "evaluations": reference.n_evaluations,
             "seconds": time.perf_counter() - started,
+            "device": args.device,
             "mean_squared_stderr": game_report["reference_variance"][image_id],
             "max_stderr": float(stderr.max()),
             "mean_abs_phi": float(np.abs(ref).mean()),
@@ -385,6 +388,7 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
                     except Exception as error:  # noqa: BLE001 - recorded, the study goes on
                         record["error"] = f"{type(error).__name__}: {error}"[:300]
                     record["seconds"] = time.perf_counter() - started
+                    record["device"] = args.device
                     records.append(record)
             table = summarize(records, reference_var)[str(budget)]
             print(
@@ -597,6 +601,10 @@ def main(argv=None) -> dict:
         args.estimators.insert(0, OURS)
     if max(args.budgets) * 4 > args.reference_budget:
         parser.error("--reference-budget should be at least 4x the largest budget")
+    if args.device.startswith("cuda"):
+        # full float32, as on the CPU: TF32 convolutions move v(full) by about 5e-4, so
+        # that GPU runs and CPU runs (or references) of one report differ by rounding only
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     from shapcam_widgets import load_model
     from shapcam_widgets.evaluation.data import ImageNetLOC
 
