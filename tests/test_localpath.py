@@ -1,5 +1,7 @@
 """The local path: same orderings and estimates as the general path, found from the graph."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -119,7 +121,6 @@ def test_lite0_blocks5_is_local(lite0, chelsea):
 def test_a_wrong_structure_is_caught_by_the_check():
     """With the radius understated, the footprint misses changed cells: the check against
     the network's tail catches it, "auto" falls back to the general path, "local" refuses."""
-    import dataclasses
 
     model = _net()
     for path in ("auto", "local"):
@@ -150,8 +151,6 @@ def test_the_check_runs_once_per_grid_and_block_size(monkeypatch):
     assert len(calls) == 1
     explainer.attribute(IMAGE, 3, n_samples=2, block_size=2)
     assert len(calls) == 2
-
-    import dataclasses
 
     wrong = ShapCAM(_net(), "layer", path="auto")
     wrong.local_tail = dataclasses.replace(wrong.local_tail, radius=0)
@@ -188,3 +187,32 @@ def test_walks_with_and_without_the_pattern_table_value_every_coalition(
         visits = int(local.footprint_counts[orders[:, :-1]].sum())
         cells = game.cells[0] * game.cells[1]
         assert local.table.n_rows - cells < visits
+
+
+@pytest.mark.parametrize("benchmark", [True, False])
+def test_a_walk_runs_without_cudnn_benchmarking_and_restores_the_setting(benchmark):
+    """The last part runs on a column of another length at nearly every step: with
+    ``cudnn.benchmark`` on, cuDNN would time its algorithms on each new length. A walk
+    turns it off for its own calls and gives the user's setting back, also on an error."""
+    from shapcam_widgets.cam.localpath import LocalLayerGame
+
+    explainer = ShapCAM(_net(), "layer", path="local")
+    game = explainer.game(IMAGE, 3)
+    local = LocalLayerGame(game, explainer.local_tail, 64)
+    seen = []
+    last = local.tail.last
+    local.tail = dataclasses.replace(
+        local.tail, last=lambda x: seen.append(torch.backends.cudnn.benchmark) or last(x)
+    )
+    orders = torch.rand(2, game.n_players, generator=torch.Generator().manual_seed(0))
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = benchmark
+    try:
+        local.walk(orders.argsort(dim=1))
+        assert seen and not any(seen)
+        assert torch.backends.cudnn.benchmark is benchmark
+        with pytest.raises(IndexError):
+            local.walk(torch.zeros(2, game.n_players + 5, dtype=torch.long) + 10**6)
+        assert torch.backends.cudnn.benchmark is benchmark
+    finally:
+        torch.backends.cudnn.benchmark = saved

@@ -29,6 +29,8 @@ Same orderings and estimates as the general path, to float rounding: ``LocalLaye
 a value function whose ``walk(orders)`` the sampler uses.
 """
 
+from contextlib import contextmanager
+
 import torch
 
 from ..errors import ShapCAMError
@@ -105,7 +107,13 @@ class LocalLayerGame:
         Cells are rows (channels last), so that setting a cell and gathering the footprint
         move contiguous vectors, and the last part runs on all footprints at once as one
         (1, C, V, 1) map of their V cells (at most K F; a footprint at the border is smaller).
+        V changes from step to step, so cuDNN picks its algorithms by heuristics here, not
+        by benchmarking every new V (``torch.backends.cudnn.benchmark`` is off in a walk).
         """
+        with _cudnn_heuristics():
+            return self._walk(orders)
+
+    def _walk(self, orders: torch.Tensor) -> torch.Tensor:
         device = self.present.device
         orders = orders.to(device)
         n_orders, n = orders.shape
@@ -257,6 +265,19 @@ class _PatternTable:
         self.rows.index_copy_(0, added, values)
         self.row_of[keys] = added
         self.n_rows += len(keys)
+
+
+@contextmanager
+def _cudnn_heuristics():
+    """``torch.backends.cudnn.benchmark`` off within, restored after: with it on, cuDNN
+    times its algorithms on every input shape it has not met, trying workspaces as large as
+    the free GPU memory, which a walk's changing shapes make a cost at nearly every step."""
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def _rows(maps: torch.Tensor) -> torch.Tensor:
