@@ -43,3 +43,16 @@ def test_cuda_equals_cpu(lite0_and_cat, layer, path):
     # the per-cell estimates agree to well under their standard errors
     np.testing.assert_allclose(cuda.phi, cpu.phi, atol=1e-4)
     assert float(np.abs(cuda.phi - cpu.phi).max()) < 0.01 * float(np.nanmax(cpu.stderr))
+
+
+def test_auto_skips_the_local_path_on_a_gpu(lite0_and_cat):
+    """On the CPU "auto" takes the local path at blocks.5; on a GPU, where it was measured
+    slower than the general path (benchmarks/gpu.json), the general path, with the same
+    estimates to float rounding."""
+    model, x = lite0_and_cat
+    results = {
+        device: ShapCAM(model, "blocks.5", device=device).attribute(x, n_samples=8, seed=1)
+        for device in ("cpu", "cuda")
+    }
+    assert (results["cpu"].path, results["cuda"].path) == ("local", "general")
+    np.testing.assert_allclose(results["cuda"].phi, results["cpu"].phi, atol=1e-4)

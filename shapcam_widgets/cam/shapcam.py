@@ -76,11 +76,13 @@ class ShapCAM:
         identity), else the local path when it is position-wise, then local (stride-1
         convolutions), then position-wise up to the same pool and classifier (only the
         cells near the added one are recomputed along an ordering), else the general
-        path (the book's Method notes describe the three); "fast" and "local" insist on
-        theirs (error if the structure is missing), "general" always runs the network's
-        tail per coalition. ``fast_path_reason`` and ``local_path_reason`` say why a
-        structure is missing ("" when it is there); each result's ``path`` and
-        ``fast_path_reason`` say what ran for that image.
+        path (the book's Method notes describe the three). On a GPU "auto" skips the
+        local path: measured there (``benchmarks/gpu.json``) it was slower than the
+        general path. "fast" and "local" insist on theirs (error if the structure is
+        missing), "general" always runs the network's tail per coalition.
+        ``fast_path_reason`` and ``local_path_reason`` say why a structure is missing (""
+        when it is there); each result's ``path`` and ``fast_path_reason`` say what ran
+        for that image.
     precision: "float32", or "bfloat16" / "float16" to run the general path's tail under
         autocast (meant for GPUs). Each image first compares a few coalitions against
         float32 and falls back to float32, with a warning, when they differ by more than
@@ -242,8 +244,8 @@ class ShapCAM:
         """How to value ``game``: the fast path when the structure is there and its check
         against the network's tail passes (under path="auto" a failed check falls back to
         the general path), else the local path likewise (its check, along one ordering,
-        once per grid and block size), else the general path, under autocast when asked
-        for."""
+        once per grid and block size; under path="auto" on the CPU only), else the general
+        path, under autocast when asked for."""
         reason = self.fast_path_reason
         if self.head is not None and self.path in ("auto", "fast"):
             try:
@@ -257,7 +259,9 @@ class ShapCAM:
                 return _Plan(fast, fast_batch_size(fast, self.memory_budget), "fast", "", None)
         elif self.path in ("general", "local"):
             reason = f"path={self.path!r} was asked for"
-        if self.local_tail is not None and self.path in ("auto", "local"):
+        if self.local_tail is not None and (
+            self.path == "local" or (self.path == "auto" and self.device.type == "cpu")
+        ):
             try:
                 local = LocalLayerGame(game, self.local_tail, self._batch_size(game))
                 # locality is the tail's and the players', not the image's: checked once
