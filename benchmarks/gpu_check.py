@@ -135,6 +135,9 @@ def _write(out, device, dataset, entries) -> dict:
             "cudnn": torch.backends.cudnn.allow_tf32,
             "matmul": torch.backends.cuda.matmul.allow_tf32,
         },
+        # on for the run (the general path's batches keep their shapes); the local path's
+        # walks turn it off for themselves
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "python": platform.python_version(),
         "images": [sample.image_id for sample in dataset.samples[1:]],
         "warm_up_image": dataset.samples[0].image_id,
