@@ -366,6 +366,7 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
             )
             reference_phi[image_id] = ref.tolist()
             game_report.setdefault("reference_v_empty", {})[image_id] = v_empty
+            _save(args.out, report, game_report)
         for budget in args.budgets:
             for seed in args.seeds:
                 for name in args.estimators:
@@ -390,6 +391,7 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
                     record["seconds"] = time.perf_counter() - started
                     record["device"] = args.device
                     records.append(record)
+                    _save(args.out, report, game_report)
             table = summarize(records, reference_var)[str(budget)]
             print(
                 f"  budget {budget}: "
@@ -403,9 +405,16 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
             )
         if image_id not in game_report["images"]:
             game_report["images"].append(image_id)
-        game_report["table"] = summarize(records, reference_var)
-        report["scope"] = _scope(report)
-        _write(args.out, report)
+        _save(args.out, report, game_report)
+
+
+def _save(path: Path, report: dict, game_report: dict) -> None:
+    """Write the report with ``game_report``'s table and the scope brought up to date:
+    after each reference and each run, so that a run stopped at a deadline keeps them
+    (--resume runs only what is missing)."""
+    game_report["table"] = summarize(game_report["runs"], game_report["reference_variance"])
+    report["scope"] = _scope(report)
+    _write(path, report)
 
 
 def markdown(report: dict) -> str:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The estimator study of issue 12 (benchmarks/estimators.py) on one CUDA machine, within a
 # deadline. SHARDS processes share the GPU, each taking every SHARDS-th image and writing
-# its report after each image; at the deadline they stop and their reports are merged into
-# REPORT (an image cut off is left out; the report's "scope" says what it holds). Run it
-# again with the same REPORT to go on: each shard resumes from REPORT's runs.
+# its report after each reference and each run; at the deadline they stop and their reports
+# are merged into REPORT (an image cut off keeps the runs it finished, counted as done only
+# when all are there: the report's "scope" says what it holds). Run it again with the same
+# REPORT to go on: each shard resumes from REPORT's runs.
 # Usage: scripts/gpu_study.sh [PYTHON] [DATA]   (DATA: an ImageNet LOC folder, default
 # $SHAPCAM_IMAGENET, else ../shared/imagenet-val-subset)
 # Settings, from the environment: LAYERS ("blocks.4:2 blocks.4"), BUDGETS ("1000 4000
@@ -12,7 +13,9 @@
 # NOTE (the report's remark; by default the shards and the deadline). Not OUT: on the
 # device machine that names the folder whose files come back.
 # Left out, as in the CPU runs: SPEX (minutes per run), SVARMIQ (SV) and SHAPIQ (SV)
-# (the same estimates as SVARM and UnbiasedKernelSHAP).
+# (the same estimates as SVARM and UnbiasedKernelSHAP). A 16k run takes minutes per image
+# and shard even on a GPU: shapiq's StratifiedSamplingSV and OwenSamplingSV value one
+# coalition per call (16,000 calls), and ProxySPEX fits its trees on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}

@@ -148,3 +148,39 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     (game,) = report["games"]
     assert len(game["runs"]) == 8 and all("error" not in r for r in game["runs"])
     assert len({(r["image"], r["seed"], r["estimator"]) for r in game["runs"]}) == 8
+
+
+def test_estimator_study_keeps_what_a_stopped_run_finished(tmp_path, monkeypatch):
+    """A run stopped within an image (a deadline, say) has written the image's reference
+    and the runs it finished; resumed, it runs only the rest."""
+    from benchmarks import estimators
+    from shapcam_widgets.evaluation.data import resolve_root
+
+    if not (resolve_root() / "LOC_val_solution.csv").exists():
+        pytest.skip("the ImageNet subset is not here")
+    out = tmp_path / "study.json"
+    tiny = ["--images", "1", "--budgets", "100", "--seeds", "0", "--layers", "blocks.6"]
+    tiny += ["--reference-budget", "400", "--estimators", "ours plain", "--out", str(out)]
+
+    def stopped(*args):
+        raise KeyboardInterrupt  # not a recorded failure: the process ends here
+
+    plain = estimators.ESTIMATORS["ours plain"]
+    monkeypatch.setitem(estimators.ESTIMATORS, "ours plain", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        estimators.main(tiny)
+    report = json.loads(out.read_text())
+    (game,) = report["games"]
+    assert len(game["references"]) == 1 and game["images"] == []
+    assert [r["estimator"] for r in game["runs"]] == [estimators.OURS]
+    assert report["scope"]["images_done"] == {"blocks.6:1": {"100": 0}}
+
+    def no_reference(*args):
+        raise AssertionError("the stopped image's reference was computed again")
+
+    monkeypatch.setitem(estimators.ESTIMATORS, "ours plain", plain)
+    monkeypatch.setattr(estimators, "_reference", no_reference)
+    report = estimators.main([*tiny, "--resume"])
+    (game,) = report["games"]
+    assert sorted(r["estimator"] for r in game["runs"]) == ["ours antithetic", "ours plain"]
+    assert report["scope"]["images_done"] == {"blocks.6:1": {"100": 1}}
