@@ -539,7 +539,12 @@ def merge(reports: list[dict], paths) -> dict:
         game["table"] = summarize(game["runs"], game["reference_variance"])
     settings = _joined_settings([r["settings"] for r in reports])
     settings["images"] = max(len(g["images"]) for g in games.values())
-    settings["merged_from"] = [str(path) for path in paths]
+    settings["shard"] = ", ".join(_union([r["settings"]["shard"] for r in reports]))
+    # the files are often temporary: what each held and where it ran
+    settings["merged_from"] = [
+        {"file": Path(path).name, "shard": r["settings"]["shard"], "machine": r["machine"]}
+        for path, r in zip(paths, reports, strict=True)
+    ]
     report = {
         **first,
         "note": " | ".join(_union(*([r["note"]] for r in reports if r["note"]))),

@@ -129,6 +129,12 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     # seconds mean the same in a run's report and a merged one: its runs' and references'
     assert min(shard_seconds) > 0 and report["seconds"] == pytest.approx(sum(shard_seconds))
     assert report["scope"]["images_done"] == {"blocks.6:1": {"100": 2}}
+    assert report["settings"]["shard"] == "0/2, 1/2"
+    merged_from = report["settings"]["merged_from"]
+    assert [(m["file"], m["shard"]) for m in merged_from] == [
+        ("shard-0.json", "0/2"),
+        ("shard-1.json", "1/2"),
+    ]
 
     def no_reference(*args):
         raise AssertionError("a resumed image's reference was computed again")
