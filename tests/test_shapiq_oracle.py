@@ -225,7 +225,7 @@ def _shard(image: str, mse: float, seconds: float) -> dict:
     settings = {
         "model": "m", "value": "prob", "baseline": "zero", "target": "top-1 class",
         "reference_budget": 40, "reference_seed": 1, "budgets": [10], "seeds": [0],
-        "layers": ["l"], "estimators": [est.OURS, "x"], "images": 1,
+        "layers": ["l"], "estimators": [est.OURS, "x"], "images": 1, "shard": "0/1",
     }  # fmt: skip
     game = {
         "layer": "l", "block_size": 1, "players": 3, "images": [image],
@@ -233,7 +233,13 @@ def _shard(image: str, mse: float, seconds: float) -> dict:
         "reference_phi": {image: [0.1, 0.2, 0.3]}, "reference_v_empty": {image: 0.0},
         "table": {}, "runs": runs,
     }  # fmt: skip
-    return {"note": "", "settings": settings, "games": [game], "seconds": seconds}
+    return {
+        "note": "",
+        "settings": settings,
+        "machine": "a test",
+        "games": [game],
+        "seconds": seconds,
+    }
 
 
 def test_merging_shards_joins_their_runs_once_and_recomputes_the_table():
