@@ -331,7 +331,7 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
     device = torch.device(args.device)
     general = ShapCAM(model, layer, device=device, path="general")
     quick = ShapCAM(model, layer, device=device, path="auto")
-    records, reference_var = game_report["runs"], game_report["reference_variance"]
+    records = game_report["runs"]
     reference_phi = game_report.setdefault("reference_phi", {})
     # a failed run (a package missing, say) of an image and estimator of this run runs again
     ids = {image_id for image_id, _ in images}
@@ -392,7 +392,7 @@ def run_game(model, images, layer, block_size, args, report, game_report) -> Non
                     record["device"] = args.device
                     records.append(record)
                     _save(args.out, report, game_report)
-            table = summarize(records, reference_var)[str(budget)]
+            table = game_report["table"][str(budget)]  # brought up to date by _save
             print(
                 f"  budget {budget}: "
                 + ", ".join(
