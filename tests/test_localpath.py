@@ -190,7 +190,7 @@ def test_walks_with_and_without_the_pattern_table_value_every_coalition(
 
 
 @pytest.mark.parametrize("benchmark", [True, False])
-def test_a_walk_runs_without_cudnn_benchmarking_and_restores_the_setting(benchmark):
+def test_a_walk_runs_without_cudnn_benchmarking_and_restores_the_setting(benchmark, monkeypatch):
     """The last part runs on a column of another length at nearly every step: with
     ``cudnn.benchmark`` on, cuDNN would time its algorithms on each new length. A walk
     turns it off for its own calls and gives the user's setting back, also on an error."""
@@ -205,14 +205,10 @@ def test_a_walk_runs_without_cudnn_benchmarking_and_restores_the_setting(benchma
         local.tail, last=lambda x: seen.append(torch.backends.cudnn.benchmark) or last(x)
     )
     orders = torch.rand(2, game.n_players, generator=torch.Generator().manual_seed(0))
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = benchmark
-    try:
-        local.walk(orders.argsort(dim=1))
-        assert seen and not any(seen)
-        assert torch.backends.cudnn.benchmark is benchmark
-        with pytest.raises(IndexError):
-            local.walk(torch.zeros(2, game.n_players + 5, dtype=torch.long) + 10**6)
-        assert torch.backends.cudnn.benchmark is benchmark
-    finally:
-        torch.backends.cudnn.benchmark = saved
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", benchmark)
+    local.walk(orders.argsort(dim=1))
+    assert seen and not any(seen)
+    assert torch.backends.cudnn.benchmark is benchmark
+    with pytest.raises(IndexError):
+        local.walk(torch.zeros(2, game.n_players + 5, dtype=torch.long) + 10**6)
+    assert torch.backends.cudnn.benchmark is benchmark
