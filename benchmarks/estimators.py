@@ -491,6 +491,7 @@ def _resumed(previous: dict, report: dict, parser) -> dict:
     new = report["settings"]
     settings = _joined_settings([previous["settings"], new])
     settings["images"] = max(settings["images"], new["images"])
+    settings["shard"] = new["shard"]  # the images this run adds; merge joins the shards
     settings["command"] = f"{settings['command']}; then {new['command']}"
     previous["settings"] = settings
     previous["note"] = report["note"] or previous["note"]

@@ -144,6 +144,7 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     (game,) = report["games"]
     assert len(game["runs"]) == 8 and len(game["references"]) == 2
     assert report["settings"]["seeds"] == [0, 1]
+    assert report["settings"]["shard"] == "0/1"  # this run's, not the merged report's
     assert report["seconds"] == pytest.approx(estimators.held_seconds(report["games"]))
     # a failed run is run again when resumed
     failed = next(r for r in game["runs"] if r["estimator"] == "ours plain")
