@@ -16,12 +16,15 @@ the label class of the first ``--images`` images of the ImageNet subset:
   faster than any general path can be).
 
 Seconds are wall time with ``torch.cuda.synchronize()``, medians over the images after
-one warm-up image; peak memory is ``torch.cuda.max_memory_allocated`` above what was
-allocated before the call.
+one warm-up image; ``cpu_seconds_per_image`` is the process's CPU time over the same call
+(all threads): near or above the wall time, a path waits on the host, not the GPU (the
+fast path's float64 sums run on the CPU), so ``host`` names the CPU. Peak memory is
+``torch.cuda.max_memory_allocated`` above what was allocated before the call.
 """
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -75,19 +78,21 @@ def _batch_sizes(model):
 def measure_explainer(model, images, layer, block_size, path, orderings, device) -> dict:
     """Shap-CAM per image: seconds, evaluations per second, peak memory."""
     explainer = ShapCAM(model, layer, device=device, path=path)
-    seconds, evaluations, peaks, batch = [], [], [], 0
+    seconds, cpu_seconds, evaluations, peaks, batch = [], [], [], [], 0
     for index, (x, target) in enumerate(images):
         peak = _peak_memory_tracker(device)
         sizes, hook = _batch_sizes(model)
-        started = _synchronized()
+        started, cpu_started = _synchronized(), time.process_time()
         result = explainer.attribute(
             x, target, block_size=block_size, n_samples=orderings, seed=index
         )
         elapsed = _synchronized() - started
+        cpu_elapsed = time.process_time() - cpu_started
         hook.remove()
         if index == 0:
             continue  # warm-up: cuDNN autotuning, allocator
         seconds.append(elapsed)
+        cpu_seconds.append(cpu_elapsed)
         evaluations.append(result.n_evaluations)
         peaks.append(peak())
         batch = max(batch, max(sizes))
@@ -95,6 +100,7 @@ def measure_explainer(model, images, layer, block_size, path, orderings, device)
     median = statistics.median(seconds)
     return {
         "seconds_per_image": median,
+        "cpu_seconds_per_image": statistics.median(cpu_seconds),
         "evaluations_per_image": statistics.median(evaluations),
         "evaluations_per_second": statistics.median(evaluations) / median,
         "peak_memory_mib": None if peaks[0] is None else max(peaks) / 2**20,
@@ -125,6 +131,16 @@ def measure_raw_forward(model, images, layer, batch, evaluations, device) -> flo
     return statistics.median(rates)
 
 
+def _host() -> dict:
+    """The CPU the host-side work runs on, its cores, and torch's threads."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
 def _write(out, device, dataset, entries) -> dict:
     """Write the report so far (after each scenario: a run cut short keeps what it has)."""
     report = {
@@ -139,6 +155,7 @@ def _write(out, device, dataset, entries) -> dict:
         # walks turn it off for themselves
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "python": platform.python_version(),
+        "host": _host(),
         "images": [sample.image_id for sample in dataset.samples[1:]],
         "warm_up_image": dataset.samples[0].image_id,
         "settings": "EfficientNet-Lite0, value prob, baseline zero, label class, antithetic",

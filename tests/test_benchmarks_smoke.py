@@ -103,6 +103,8 @@ def test_gpu_check_script_runs_on_the_cpu(tmp_path):
         assert entry["evaluations_per_image"] == 2 + 2 * (entry["n_players"] - 1)
         assert entry["evaluations_per_second"] > 0 and entry["ratio_to_raw_forward"] > 0
     assert [e["path"] for e in report["scenarios"]] == ["general"] * 3 + ["fast", "local"]
+    assert all(e["cpu_seconds_per_image"] > 0 for e in report["scenarios"])
+    assert report["host"]["cores"] >= 1 and report["host"]["cpu"]
     assert len(report["images"]) == 2 and out.exists()
 
 
