@@ -180,18 +180,19 @@ def _seeds_run(game: dict, budget: int) -> list[int]:
     return sorted({r["seed"] for r in game["runs"] if r["budget"] == budget})
 
 
-def _images_done(game: dict, settings: dict) -> dict[str, int]:
+def _images_done(game: dict, settings: dict, seed: int | None = None) -> dict[str, int]:
     """Per budget, how many images of ``game`` have a run of every estimator, for every seed
-    run at that budget, that did not fail."""
+    run at that budget (or for ``seed`` alone), that did not fail."""
     runs = {_run_key(r) for r in game["runs"] if "error" not in r}
     done = {}
     for budget in settings["budgets"]:
-        seeds = _seeds_run(game, budget)  # none: no image is done (all() of nothing is True)
+        seeds = _seeds_run(game, budget) if seed is None else [seed]
+        # no seed: no image is done (all() of nothing is True)
         done[str(budget)] = sum(
             bool(seeds)
             and all(
-                (image, budget, seed, name) in runs
-                for seed in seeds
+                (image, budget, each, name) in runs
+                for each in seeds
                 for name in settings["estimators"]
             )
             for image in game["images"]
@@ -207,6 +208,7 @@ def _scope(report: dict) -> dict:
         f"{g['layer']}:{g['block_size']}": {str(b): _seeds_run(g, b) for b in settings["budgets"]}
         for g in report["games"]
     }
+    games = {f"{g['layer']}:{g['block_size']}": g for g in report["games"]}
     for layer in FULL_STUDY["layers"]:
         name, block = parse_layer(layer)
         counts = done.get(f"{name}:{block}")
@@ -214,10 +216,19 @@ def _scope(report: dict) -> dict:
             not_done.append(f"game {layer}: not run")
             continue
         for budget, count in counts.items():
-            if count < FULL_STUDY["images"]:
+            ran = seeds[f"{name}:{block}"][budget]
+            per_seed = {s: _images_done(games[f"{name}:{block}"], settings, s)[budget] for s in ran}
+            short = [s for s in ran if per_seed[s] < FULL_STUDY["images"]]
+            if count < FULL_STUDY["images"] and len(short) == len(ran):
                 not_done.append(
                     f"game {layer}, budget {budget}: images {count + 1} to {FULL_STUDY['images']}"
                 )
+            else:  # the other seeds have every image: name the seeds that lack some
+                not_done += [
+                    f"game {layer}, budget {budget}, seed {s}: images {per_seed[s] + 1} to "
+                    f"{FULL_STUDY['images']}"
+                    for s in short
+                ]
             missing = [s for s in settings["seeds"] if s not in seeds[f"{name}:{block}"][budget]]
             if missing and count:
                 not_done.append(

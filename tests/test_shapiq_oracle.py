@@ -297,3 +297,16 @@ def test_a_budget_run_with_fewer_seeds_counts_its_images_and_names_the_missing_s
     assert scope["seeds_done"] == {"l:1": {"10": [0], "40": [1], "160": []}}
     assert "game l, budget 10: seed 1" in scope["not_done"]
     assert "game l, budget 40: seed 0" in scope["not_done"]
+
+
+def test_a_seed_run_on_fewer_images_than_the_others_is_named(monkeypatch):
+    monkeypatch.setitem(est.FULL_STUDY, "layers", ["l"])
+    monkeypatch.setitem(est.FULL_STUDY, "images", 2)
+    report = est.merge([_shard("a", 1.0, 5.0), _shard("b", 1.0, 5.0)], ["a.json", "b.json"])
+    game = report["games"][0]
+    game["runs"] += [{**r, "seed": 1} for r in game["runs"][:2]]  # image a only
+    report["settings"]["seeds"] = [0, 1]
+    scope = est._scope(report)
+    assert scope["images_done"] == {"l:1": {"10": 1}}
+    assert "game l, budget 10, seed 1: images 2 to 2" in scope["not_done"]
+    assert not any(text.startswith("game l, budget 10: images") for text in scope["not_done"])
