@@ -208,7 +208,12 @@ def _scope(report: dict) -> dict:
         f"{g['layer']}:{g['block_size']}": {str(b): _seeds_run(g, b) for b in settings["budgets"]}
         for g in report["games"]
     }
-    games = {f"{g['layer']}:{g['block_size']}": g for g in report["games"]}
+    done_per_seed = {  # per game, seed and budget: the images with a run of every estimator
+        f"{g['layer']}:{g['block_size']}": {
+            s: _images_done(g, settings, s) for s in settings["seeds"]
+        }
+        for g in report["games"]
+    }
     for layer in FULL_STUDY["layers"]:
         name, block = parse_layer(layer)
         counts = done.get(f"{name}:{block}")
@@ -217,18 +222,18 @@ def _scope(report: dict) -> dict:
             continue
         for budget, count in counts.items():
             ran = seeds[f"{name}:{block}"][budget]
-            per_seed = {s: _images_done(games[f"{name}:{block}"], settings, s)[budget] for s in ran}
+            per_seed = {s: done_per_seed[f"{name}:{block}"][s][budget] for s in ran}
             short = [s for s in ran if per_seed[s] < FULL_STUDY["images"]]
-            if count < FULL_STUDY["images"] and len(short) == len(ran):
-                not_done.append(
-                    f"game {layer}, budget {budget}: images {count + 1} to {FULL_STUDY['images']}"
-                )
-            else:  # the other seeds have every image: name the seeds that lack some
+            if short and len(short) < len(ran):  # other seeds have every image: name these
                 not_done += [
                     f"game {layer}, budget {budget}, seed {s}: images {per_seed[s] + 1} to "
                     f"{FULL_STUDY['images']}"
                     for s in short
                 ]
+            elif count < FULL_STUDY["images"]:
+                not_done.append(
+                    f"game {layer}, budget {budget}: images {count + 1} to {FULL_STUDY['images']}"
+                )
             missing = [s for s in settings["seeds"] if s not in seeds[f"{name}:{block}"][budget]]
             if missing and count:
                 not_done.append(
