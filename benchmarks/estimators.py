@@ -508,7 +508,8 @@ def _resumed(previous: dict, report: dict, parser) -> dict:
     settings = _joined_settings([previous["settings"], new])
     settings["images"] = max(settings["images"], new["images"])
     settings["shard"] = new["shard"]  # the images this run adds; merge joins the shards
-    settings["command"] = f"{settings['command']}; then {new['command']}"
+    if settings["command"].rpartition("; then ")[2] != new["command"]:  # not the same again
+        settings["command"] = f"{settings['command']}; then {new['command']}"
     previous["settings"] = settings
     previous["note"] = report["note"] or previous["note"]
     previous["machine"], previous["versions"] = report["machine"], report["versions"]

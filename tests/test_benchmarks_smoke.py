@@ -157,6 +157,11 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     (game,) = report["games"]
     assert len(game["runs"]) == 8 and all("error" not in r for r in game["runs"])
     assert len({(r["image"], r["seed"], r["estimator"]) for r in game["runs"]}) == 8
+    # the command says how the report was made: the shard's run, then the resume (once)
+    command = report["settings"]["command"]
+    first, _, then = command.partition("; then ")
+    assert "--shard 0/2" in first and then.endswith(f"--resume --out {merged}")
+    assert "; then " not in then  # the same resume twice is said once
 
 
 def test_estimator_study_keeps_what_a_stopped_run_finished(tmp_path, monkeypatch):
