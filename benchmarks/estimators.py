@@ -508,8 +508,10 @@ def _resumed(previous: dict, report: dict, parser) -> dict:
     settings = _joined_settings([previous["settings"], new])
     settings["images"] = max(settings["images"], new["images"])
     settings["shard"] = new["shard"]  # the images this run adds; merge joins the shards
-    if settings["command"].rpartition("; then ")[2] != new["command"]:  # not the same again
-        settings["command"] = f"{settings['command']}; then {new['command']}"
+    # each command once, in the order first run: a resume repeated is said once
+    settings["command"] = "; then ".join(
+        _union(settings["command"].split("; then "), [new["command"]])
+    )
     previous["settings"] = settings
     previous["note"] = report["note"] or previous["note"]
     previous["machine"], previous["versions"] = report["machine"], report["versions"]
@@ -560,12 +562,18 @@ def merge(reports: list[dict], paths) -> dict:
     settings["shard"] = ", ".join(_union([r["settings"]["shard"] for r in reports]))
     # the files are often temporary: what each held and where it ran
     settings["merged_from"] = [
-        {"file": Path(path).name, "shard": r["settings"]["shard"], "machine": r["machine"]}
+        {
+            "file": Path(path).name,
+            "shard": r["settings"]["shard"],
+            "machine": r["machine"],
+            "command": r["settings"]["command"],
+        }
         for path, r in zip(paths, reports, strict=True)
     ]
     report = {
         **first,
         "note": " | ".join(_union(*([r["note"]] for r in reports if r["note"]))),
+        "machine": " | ".join(_union([r["machine"] for r in reports])),
         "settings": settings,
         "games": list(games.values()),
         "seconds": held_seconds(list(games.values())),

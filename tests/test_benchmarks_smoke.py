@@ -137,6 +137,9 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
         ("shard-0.json", "0/2"),
         ("shard-1.json", "1/2"),
     ]
+    # each shard's own command and machine, and the report's machine names them all
+    assert ["--shard 1/2" in m["command"] for m in merged_from] == [False, True]
+    assert report["machine"] == " | ".join(dict.fromkeys(m["machine"] for m in merged_from))
 
     def no_reference(*args):
         raise AssertionError("a resumed image's reference was computed again")
@@ -162,6 +165,11 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     first, _, then = command.partition("; then ")
     assert "--shard 0/2" in first and then.endswith(f"--resume --out {merged}")
     assert "; then " not in then  # the same resume twice is said once
+    # a command already said (a report written by older code) is not said again
+    report["settings"]["command"] = f"{first}; then {first}; then {then}"
+    merged.write_text(json.dumps(report))
+    report = estimators.main([*tiny, "--seeds", "0", "1", "--resume", "--out", str(merged)])
+    assert report["settings"]["command"] == f"{first}; then {then}"
 
 
 def test_estimator_study_keeps_what_a_stopped_run_finished(tmp_path, monkeypatch):
