@@ -496,6 +496,12 @@ def _joined_settings(all_settings: list[dict]) -> dict:
     return settings
 
 
+def _commands_once(command: str) -> str:
+    """``command`` with each of its "; then " parts once, in the order first run (a resume
+    repeated is said once; older reports repeated some)."""
+    return "; then ".join(_union(command.split("; then ")))
+
+
 def _resumed(previous: dict, report: dict, parser) -> dict:
     """``previous`` (the report in --out) with this run's settings added to its own."""
     key = _differing_setting(report["settings"], previous["settings"])
@@ -508,10 +514,7 @@ def _resumed(previous: dict, report: dict, parser) -> dict:
     settings = _joined_settings([previous["settings"], new])
     settings["images"] = max(settings["images"], new["images"])
     settings["shard"] = new["shard"]  # the images this run adds; merge joins the shards
-    # each command once, in the order first run: a resume repeated is said once
-    settings["command"] = "; then ".join(
-        _union(settings["command"].split("; then "), [new["command"]])
-    )
+    settings["command"] = _commands_once(f"{settings['command']}; then {new['command']}")
     previous["settings"] = settings
     previous["note"] = report["note"] or previous["note"]
     previous["machine"], previous["versions"] = report["machine"], report["versions"]
@@ -560,13 +563,14 @@ def merge(reports: list[dict], paths) -> dict:
     settings = _joined_settings([r["settings"] for r in reports])
     settings["images"] = max(len(g["images"]) for g in games.values())
     settings["shard"] = ", ".join(_union([r["settings"]["shard"] for r in reports]))
+    settings["command"] = _commands_once(settings["command"])  # the first's; each in merged_from
     # the files are often temporary: what each held and where it ran
     settings["merged_from"] = [
         {
             "file": Path(path).name,
             "shard": r["settings"]["shard"],
             "machine": r["machine"],
-            "command": r["settings"]["command"],
+            "command": _commands_once(r["settings"]["command"]),
         }
         for path, r in zip(paths, reports, strict=True)
     ]

@@ -124,8 +124,14 @@ def test_estimator_study_shards_merge_and_resume(tmp_path, monkeypatch):
     for k, shard in enumerate(shards):
         run = estimators.main([*tiny, "--seeds", "0", "--shard", f"{k}/2", "--out", str(shard)])
         shard_seconds.append(run["seconds"])
+    # shard 0's command repeated, as older code wrote it: the merge says it once
+    first_shard = json.loads(shards[0].read_text())
+    shard_command = first_shard["settings"]["command"]
+    first_shard["settings"]["command"] = f"{shard_command}; then {shard_command}"
+    shards[0].write_text(json.dumps(first_shard))
     merged = tmp_path / "merged.json"
     report = estimators.main(["--merge", *map(str, shards), "--out", str(merged)])
+    assert report["settings"]["command"] == shard_command
     (game,) = report["games"]
     assert len(game["images"]) == 2 and len(game["runs"]) == 4  # 2 images x 2 estimators
     # seconds mean the same in a run's report and a merged one: its runs' and references'
