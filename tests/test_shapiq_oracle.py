@@ -226,6 +226,7 @@ def _shard(image: str, mse: float, seconds: float) -> dict:
         "model": "m", "value": "prob", "baseline": "zero", "target": "top-1 class",
         "reference_budget": 40, "reference_seed": 1, "budgets": [10], "seeds": [0],
         "layers": ["l"], "estimators": [est.OURS, "x"], "images": 1, "shard": "0/1",
+        "command": "python -m benchmarks.estimators --budgets 10",
     }  # fmt: skip
     game = {
         "layer": "l", "block_size": 1, "players": 3, "images": [image],
