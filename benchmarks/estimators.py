@@ -200,19 +200,44 @@ def _images_done(game: dict, settings: dict, seed: int | None = None) -> dict[st
     return done
 
 
+def _images_per_estimator(game: dict, settings: dict, budget: int, seed: int) -> dict:
+    """Per estimator, how many images of ``game`` have a run at ``budget`` and ``seed`` that
+    did not fail."""
+    runs = {_run_key(r) for r in game["runs"] if "error" not in r}
+    return {
+        name: sum((image, budget, seed, name) in runs for image in game["images"])
+        for name in settings["estimators"]
+    }
+
+
+def _seed_short(layer: str, game: dict, settings: dict, budget: str, seed: int, done: int) -> str:
+    """What a seed that other seeds outrun lacks: its images from the first not done on, or,
+    where some estimators ran on every image of it, the estimators that did not."""
+    full = FULL_STUDY["images"]
+    counts = _images_per_estimator(game, settings, int(budget), seed)
+    if max(counts.values()) < full:
+        return f"game {layer}, budget {budget}, seed {seed}: images {done + 1} to {full}"
+    lacking: dict[int, list[str]] = {}  # images done -> the estimators with that many
+    for name, count in counts.items():
+        if count < full:
+            lacking.setdefault(count, []).append(name)
+    return f"game {layer}, budget {budget}, seed {seed}: " + " and ".join(
+        f"{', '.join(names)} on images {count + 1} to {full}"
+        for count, names in sorted(lacking.items())
+    )
+
+
 def _scope(report: dict) -> dict:
     """What of the full study this report holds and what it does not (yet)."""
     settings, not_done = report["settings"], []
-    done = {f"{g['layer']}:{g['block_size']}": _images_done(g, settings) for g in report["games"]}
+    games = {f"{g['layer']}:{g['block_size']}": g for g in report["games"]}
+    done = {key: _images_done(g, settings) for key, g in games.items()}
     seeds = {
-        f"{g['layer']}:{g['block_size']}": {str(b): _seeds_run(g, b) for b in settings["budgets"]}
-        for g in report["games"]
+        key: {str(b): _seeds_run(g, b) for b in settings["budgets"]} for key, g in games.items()
     }
     done_per_seed = {  # per game, seed and budget: the images with a run of every estimator
-        f"{g['layer']}:{g['block_size']}": {
-            s: _images_done(g, settings, s) for s in settings["seeds"]
-        }
-        for g in report["games"]
+        key: {s: _images_done(g, settings, s) for s in settings["seeds"]}
+        for key, g in games.items()
     }
     for layer in FULL_STUDY["layers"]:
         name, block = parse_layer(layer)
@@ -226,8 +251,7 @@ def _scope(report: dict) -> dict:
             short = [s for s in ran if per_seed[s] < FULL_STUDY["images"]]
             if short and len(short) < len(ran):  # other seeds have every image: name these
                 not_done += [
-                    f"game {layer}, budget {budget}, seed {s}: images {per_seed[s] + 1} to "
-                    f"{FULL_STUDY['images']}"
+                    _seed_short(layer, games[f"{name}:{block}"], settings, budget, s, per_seed[s])
                     for s in short
                 ]
             elif count < FULL_STUDY["images"]:

@@ -311,3 +311,16 @@ def test_a_seed_run_on_fewer_images_than_the_others_is_named(monkeypatch):
     assert scope["images_done"] == {"l:1": {"10": 1}}
     assert "game l, budget 10, seed 1: images 2 to 2" in scope["not_done"]
     assert not any(text.startswith("game l, budget 10: images") for text in scope["not_done"])
+
+
+def test_a_seed_that_some_estimators_ran_on_every_image_names_the_others(monkeypatch):
+    monkeypatch.setitem(est.FULL_STUDY, "layers", ["l"])
+    monkeypatch.setitem(est.FULL_STUDY, "images", 2)
+    report = est.merge([_shard("a", 1.0, 5.0), _shard("b", 1.0, 5.0)], ["a.json", "b.json"])
+    game = report["games"][0]
+    game["runs"] += [{**r, "seed": 1} for r in game["runs"] if r["estimator"] == est.OURS]
+    report["settings"]["seeds"] = [0, 1]
+    scope = est._scope(report)
+    assert scope["images_done"] == {"l:1": {"10": 0}}
+    assert "game l, budget 10, seed 1: x on images 1 to 2" in scope["not_done"]
+    assert not any("seed 1: images" in text for text in scope["not_done"])
