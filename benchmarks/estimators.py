@@ -213,15 +213,15 @@ def _images_per_estimator(game: dict, settings: dict, budget: int, seed: int) ->
 def _seed_short(layer: str, game: dict, settings: dict, budget: str, seed: int, done: int) -> str:
     """What a seed that other seeds outrun lacks: its images from the first not done on, or,
     where some estimators ran on every image of it, the estimators that did not."""
-    full = FULL_STUDY["images"]
+    full, said = FULL_STUDY["images"], f"game {layer}, budget {budget}, seed {seed}: "
     counts = _images_per_estimator(game, settings, int(budget), seed)
     if max(counts.values()) < full:
-        return f"game {layer}, budget {budget}, seed {seed}: images {done + 1} to {full}"
+        return said + f"images {done + 1} to {full}"
     lacking: dict[int, list[str]] = {}  # images done -> the estimators with that many
     for name, count in counts.items():
         if count < full:
             lacking.setdefault(count, []).append(name)
-    return f"game {layer}, budget {budget}, seed {seed}: " + " and ".join(
+    return said + " and ".join(
         f"{', '.join(names)} on images {count + 1} to {full}"
         for count, names in sorted(lacking.items())
     )
